@@ -1,0 +1,1 @@
+"""HTTP routes, thin: validate, hand off, answer."""

@@ -1,0 +1,35 @@
+"""Dependencies as ``Annotated`` aliases that handlers take as typed parameters."""
+
+from __future__ import annotations
+
+import hmac
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from service.errors import Unauthorized
+from service.runtime import Runtime
+
+
+def get_runtime(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+
+
+def require_api_key(request: Request, runtime: RuntimeDep) -> None:
+    keys = runtime.settings.api_keys
+    if not keys:
+        return
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        raise Unauthorized("send 'Authorization: Bearer <key>'")
+    # Compare against every key in constant time, so timing does not reveal a prefix.
+    if not any(hmac.compare_digest(token.encode(), key.encode()) for key in keys):
+        raise Unauthorized("the API key is not valid")
+
+
+ApiKey = Depends(require_api_key)

@@ -1,0 +1,53 @@
+"""``GET /v1/models``: what is loaded, where, and which weights exactly."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+from pydantic import BaseModel
+
+from service.api.deps import ApiKey, RuntimeDep
+
+router = APIRouter(prefix="/v1", tags=["models"])
+
+
+class LoadedModel(BaseModel):
+    name: str
+    version: str
+    method: str
+    arch: str
+    scale: int
+    device: str
+    dtype: str
+    sha256: str
+    parameters: int | None
+    macs_per_lr_pixel: int | None
+    benchmarks: dict[str, Any]
+
+
+class ModelList(BaseModel):
+    models: list[LoadedModel]
+
+
+@router.get("/models", operation_id="list_models", dependencies=[ApiKey])
+async def list_models(runtime: RuntimeDep) -> ModelList:
+    """Every resident model (``deconv`` is the espcn weights with the rewritten head)."""
+    return ModelList(
+        models=[
+            LoadedModel(
+                name=m.card.name,
+                version=m.card.version,
+                method=m.method,
+                arch=m.card.arch,
+                scale=m.scale,
+                device=str(m.device),
+                dtype=str(m.dtype).removeprefix("torch."),
+                sha256=m.card.sha256,
+                parameters=m.card.raw.get("parameters"),
+                macs_per_lr_pixel=m.card.raw.get("macs_per_lr_pixel"),
+                benchmarks=m.card.raw.get("benchmarks", {}),
+            )
+            for m in runtime.models
+        ]
+    )

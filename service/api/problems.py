@@ -1,0 +1,60 @@
+"""Every error as ``application/problem+json``, whatever raised it."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from service.errors import InvalidParameter, MethodNotAllowed, NotFound, ServiceError
+
+log = logging.getLogger(__name__)
+
+PROBLEM_JSON = "application/problem+json"
+
+
+def problem_response(error: ServiceError) -> JSONResponse:
+    return JSONResponse(
+        error.problem(), status_code=error.status, headers=error.headers, media_type=PROBLEM_JSON
+    )
+
+
+def _describe(errors: list[dict[str, object]]) -> str:
+    parts = []
+    for err in errors:
+        loc = ".".join(str(p) for p in err.get("loc", ()) if p not in ("query", "body"))  # type: ignore[attr-defined]
+        parts.append(f"{loc}: {err.get('msg')}" if loc else str(err.get("msg")))
+    return "; ".join(parts)
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    async def on_service_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, ServiceError)
+        return problem_response(exc)
+
+    async def on_validation_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        return problem_response(InvalidParameter(_describe(list(exc.errors()))))
+
+    async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        if exc.status_code == 404:
+            return problem_response(NotFound(f"no route {request.url.path}"))
+        if exc.status_code == 405:
+            error = MethodNotAllowed(f"{request.method} is not allowed on {request.url.path}")
+            return problem_response(error)
+        error = ServiceError(str(exc.detail))
+        error.status = exc.status_code
+        return problem_response(error)
+
+    async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return problem_response(ServiceError("an unexpected error occurred; it has been logged"))
+
+    app.add_exception_handler(ServiceError, on_service_error)
+    app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.add_exception_handler(StarletteHTTPException, on_http_error)
+    app.add_exception_handler(Exception, on_unexpected)

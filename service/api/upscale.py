@@ -1,0 +1,194 @@
+"""``POST /v1/upscale``: bytes in, upscaled bytes out."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from fastapi import APIRouter, Query, Request, Response
+from starlette.datastructures import UploadFile
+from starlette.formparsers import MultiPartException, MultiPartParser
+
+from service.api.deps import ApiKey, RuntimeDep
+from service.errors import (
+    Draining,
+    InvalidImage,
+    InvalidParameter,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+)
+from service.imaging import MEDIA_TYPES, OUTPUT_FORMATS, decode, encode
+from service.operators import CLASSICAL_METHODS
+from service.pipeline import classical_upscale, merge_from_model, split_for_model
+from service.runtime import Runtime
+
+router = APIRouter(prefix="/v1", tags=["upscale"])
+
+SCALES = (2, 3, 4)
+_RAW_TYPES = ("application/octet-stream", "application/x-www-form-urlencoded", "")
+_FORMAT_ALIASES = {"jpg": "jpeg", "png": "png", "jpeg": "jpeg", "webp": "webp"}
+
+
+@dataclass(frozen=True)
+class UpscaleParams:
+    scale: int
+    method: str
+    format: str | None
+    quality: int | None
+    align_corners: bool
+
+
+def _validate(runtime: Runtime, scale: int, method: str, fmt: str | None, quality: int | None,
+              align_corners: bool) -> UpscaleParams:
+    learned = runtime.models.methods()
+    known = list(CLASSICAL_METHODS) + sorted(learned)
+    if method not in known:
+        raise InvalidParameter(f"method must be one of {', '.join(known)}, got {method!r}")
+    offered = SCALES if method in CLASSICAL_METHODS else tuple(learned[method])
+    if scale not in offered:
+        listed = ", ".join(map(str, offered))
+        raise InvalidParameter(f"scale must be one of {listed} for {method}, got {scale}")
+    if fmt is not None:
+        if fmt.lower() not in _FORMAT_ALIASES:
+            raise InvalidParameter(f"format must be one of {', '.join(OUTPUT_FORMATS)}, got {fmt!r}")
+        fmt = _FORMAT_ALIASES[fmt.lower()]
+    if quality is not None and not 1 <= quality <= 100:
+        raise InvalidParameter(f"quality must be between 1 and 100, got {quality}")
+    return UpscaleParams(scale, method, fmt, quality, align_corners)
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        # Answer from the header: no need to read a body we are going to refuse.
+        raise PayloadTooLarge(f"the upload is {declared} bytes; the limit is {limit}")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"the upload exceeds the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _single(data: bytes) -> AsyncIterator[bytes]:
+    yield data
+
+
+async def _image_bytes(request: Request, limit: int) -> bytes:
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type.startswith("multipart/form-data"):
+        data = await _read_body(request, limit)
+        try:
+            form = await MultiPartParser(request.headers, _single(data), max_files=1, max_fields=16).parse()
+        except MultiPartException as exc:
+            raise InvalidImage(f"the multipart body cannot be parsed: {exc.message}") from None
+        try:
+            field = form.get("image")
+            if isinstance(field, UploadFile):
+                return await field.read()
+            if field is None:
+                raise InvalidParameter("the multipart body has no file field named 'image'")
+            raise InvalidParameter("the multipart field 'image' must be a file, not text")
+        finally:
+            await form.close()
+    if content_type.startswith("image/") or content_type in _RAW_TYPES:
+        # x-www-form-urlencoded is what `curl --data-binary` sends unless told otherwise.
+        return await _read_body(request, limit)
+    raise UnsupportedMediaType(
+        f"Content-Type {content_type!r} is not accepted; send image/*, "
+        "application/octet-stream or multipart/form-data with a field 'image'"
+    )
+
+
+def _output_format(params: UpscaleParams, accept: str, input_format: str) -> str:
+    if params.format:
+        return params.format
+    named = {
+        _FORMAT_ALIASES[t.split(";")[0].strip()[6:]]
+        for t in accept.lower().split(",")
+        if t.split(";")[0].strip()[6:] in _FORMAT_ALIASES and t.strip().startswith("image/")
+    }
+    if len(named) == 1:
+        return named.pop()
+    return input_format if input_format in ("jpeg", "webp") else "png"
+
+
+def _server_timing(stages: dict[str, float]) -> str:
+    return ", ".join(f"{name};dur={seconds * 1000:.2f}" for name, seconds in stages.items())
+
+
+@router.post(
+    "/upscale",
+    operation_id="upscale",
+    dependencies=[ApiKey],
+    response_class=Response,
+    responses={200: {"content": {t: {} for t in MEDIA_TYPES.values()}}},
+)
+async def upscale(
+    request: Request,
+    runtime: RuntimeDep,
+    scale: int = Query(2, description="upscaling factor: 2, 3 or 4"),
+    method: str = Query("espcn", description="nearest, bilinear, bicubic, espcn, deconv, espcn-large"),
+    format: str | None = Query(None, description="png, jpeg or webp; default from Accept or the input"),
+    quality: int | None = Query(None, description="JPEG/WebP quality 1..100"),
+    align_corners: bool = Query(False, description="bilinear/bicubic corner alignment"),
+) -> Response:
+    """Upscale the image in the body (raw bytes or multipart field ``image``)."""
+    started = time.monotonic()
+    if runtime.lifecycle.draining:
+        raise Draining()
+    settings = runtime.settings
+    params = _validate(runtime, scale, method, format, quality, align_corners)
+    data = await _image_bytes(request, settings.max_upload_bytes)
+
+    decoded = await runtime.in_codec_pool(
+        decode,
+        data,
+        scale=params.scale,
+        max_input_pixels=settings.max_input_pixels,
+        max_output_pixels=settings.max_output_pixels,
+    )
+    decoded_at = time.monotonic()
+    headers = {"X-SR-Method": params.method, "X-SR-Scale": str(params.scale)}
+    if params.method in CLASSICAL_METHODS:
+        pixels = await runtime.in_codec_pool(
+            classical_upscale, decoded.pixels, params.scale, params.method,
+            align_corners=params.align_corners,
+        )
+        queue_s, infer_s = 0.0, time.monotonic() - decoded_at
+    else:
+        model = runtime.models.get(params.method, params.scale)
+        assert model is not None  # _validate checked the offer
+        headers["X-SR-Model"] = model.ref
+        model_input = await runtime.in_codec_pool(split_for_model, decoded.pixels, decoded.mode, params.scale)
+        result = await runtime.engine.infer(model, model_input.luma)
+        pixels = await runtime.in_codec_pool(merge_from_model, model_input, result.luma)
+        queue_s, infer_s = result.queue_s, result.infer_s
+    inferred_at = time.monotonic()
+
+    out_format = _output_format(params, request.headers.get("accept", ""), decoded.format)
+    quality_used = params.quality or (
+        settings.webp_quality if out_format == "webp" else settings.jpeg_quality
+    )
+    body = await runtime.in_codec_pool(
+        encode,
+        pixels,
+        decoded.mode,
+        out_format,
+        quality=quality_used,
+        png_compress_level=settings.png_compress_level,
+        icc_profile=decoded.icc_profile,
+    )
+    finished = time.monotonic()
+    headers["Server-Timing"] = _server_timing(
+        {
+            "decode": decoded_at - started,
+            "queue": queue_s,
+            "infer": infer_s,
+            "encode": finished - inferred_at,
+            "total": finished - started,
+        }
+    )
+    return Response(body, media_type=MEDIA_TYPES[out_format], headers=headers)

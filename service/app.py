@@ -1,0 +1,48 @@
+"""``create_app(settings)``: the FastAPI application and the lifespan that owns its state."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from service import __version__
+from service.api import health, models, upscale
+from service.api.problems import install_problem_handlers
+from service.api.request_id import RequestIdMiddleware
+from service.config import Settings
+from service.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        runtime = Runtime.start(settings)
+        app.state.runtime = runtime
+        if settings.warmup:
+            await runtime.in_codec_pool(runtime.warm_up)
+        runtime.lifecycle.ready = True
+        log.info("ready on %s (%s)", runtime.device, runtime.dtype)
+        try:
+            yield
+        finally:
+            runtime.lifecycle.draining = True
+            runtime.close()
+
+    app = FastAPI(
+        title="subpixel",
+        version=__version__,
+        summary="Super-resolution with sub-pixel convolution networks and classical resamplers.",
+        lifespan=lifespan,
+    )
+    install_problem_handlers(app)
+    app.add_middleware(RequestIdMiddleware)
+    for module in (upscale, models, health):
+        app.include_router(module.router)
+    return app

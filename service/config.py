@@ -1,0 +1,62 @@
+"""The one typed settings object. Every field is read from ``SR_<NAME>`` in the environment."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    """Server settings; see the README's settings table for the why of each default."""
+
+    model_config = SettingsConfigDict(env_prefix="SR_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda|cuda:\d+)$")
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
+    model_store: Path = REPO_ROOT / "model_store"
+
+    # Batching and admission.
+    max_batch_size: int = Field(8, ge=1, description="tiles per batch")
+    tile_size: int = Field(96, ge=16, description="LR side of a tile's centre, in pixels")
+    max_batch_delay_ms: float = Field(2.0, ge=0)
+    max_queue: int = Field(64, ge=1, description="requests waiting for the model")
+    request_timeout_s: float = Field(30.0, gt=0)
+
+    # Input limits.
+    max_upload_bytes: int = Field(25 * 1024 * 1024, ge=1)
+    max_input_pixels: int = Field(4096 * 4096, ge=1)
+    max_output_pixels: int = Field(8192 * 8192, ge=1)
+
+    api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
+    # Encoding.
+    png_compress_level: int = Field(1, ge=0, le=9)
+    jpeg_quality: int = Field(90, ge=1, le=100)
+    webp_quality: int = Field(90, ge=1, le=100)
+
+    # Threads: inference gets ``torch_threads``; decode/encode share ``codec_threads``.
+    torch_threads: int = Field(0, ge=0, description="0 = one per CPU core")
+    codec_threads: int = Field(2, ge=1)
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    warmup: bool = True
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: object) -> object:
+        # A comma-separated env var is friendlier than JSON for secrets in a manifest.
+        if isinstance(value, str):
+            return [key.strip() for key in value.split(",") if key.strip()]
+        return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value

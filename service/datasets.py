@@ -1,0 +1,87 @@
+"""The shared image sets: where they live and how to read them as Y planes.
+
+Training reads ``train/`` only; ``eval/`` is for measurement. LR training inputs are made with
+the MATLAB-compatible downscaler, the same one that made the benchmark LR files.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from service.color import rgb_to_y
+from service.resize import downscale_uint8
+
+TRAIN_SETS = ("T91", "BSDS200")
+EVAL_SETS = ("Set5", "Set14", "BSD100")
+
+
+def datasets_root() -> Path:
+    """``SR_DATASETS`` or ``../shared/datasets`` beside the repository."""
+    env = os.environ.get("SR_DATASETS")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parents[2] / "shared" / "datasets"
+
+
+def load_rgb(path: Path) -> torch.Tensor:
+    """An image file as a float64 (3, H, W) tensor in 0..255 (greyscale is repeated)."""
+    with Image.open(path) as img:
+        array = np.asarray(img.convert("RGB"), dtype=np.float64)
+    return torch.from_numpy(array).permute(2, 0, 1).contiguous()
+
+
+def load_y(path: Path) -> torch.Tensor:
+    """Luminance of an image file: Y of BT.601 for colour, the grey value itself for L."""
+    with Image.open(path) as img:
+        if img.mode == "L":
+            return torch.from_numpy(np.asarray(img, dtype=np.float64))
+    return rgb_to_y(load_rgb(path))
+
+
+@dataclass(frozen=True)
+class EvalPair:
+    name: str
+    lr_path: Path
+    hr_path: Path
+
+
+def eval_pairs(set_name: str, scale: int, root: Path | None = None) -> list[EvalPair]:
+    base = (root or datasets_root()) / "eval" / set_name / f"x{scale}"
+    hr_files = sorted((base / "HR").glob("*.png"))
+    if not hr_files:
+        raise FileNotFoundError(f"no HR images in {base / 'HR'}")
+    return [EvalPair(p.stem, base / "LR" / p.name, p) for p in hr_files]
+
+
+@dataclass(frozen=True)
+class TrainImage:
+    """One training image as float32 Y planes scaled to 0..1."""
+
+    lr: torch.Tensor  # (h, w)
+    hr: torch.Tensor  # (h * r, w * r)
+
+
+def make_train_pair(rgb: torch.Tensor, scale: int) -> TrainImage:
+    """Crop an RGB image to a multiple of ``scale``, downscale it as MATLAB, take Y of both."""
+    h = rgb.shape[-2] - rgb.shape[-2] % scale
+    w = rgb.shape[-1] - rgb.shape[-1] % scale
+    hr_rgb = rgb[:, :h, :w]
+    lr_rgb = downscale_uint8(hr_rgb, scale)
+    return TrainImage(
+        lr=(rgb_to_y(lr_rgb) / 255.0).float(),
+        hr=(rgb_to_y(hr_rgb) / 255.0).float(),
+    )
+
+
+def train_images(scale: int, root: Path | None = None) -> list[TrainImage]:
+    base = (root or datasets_root()) / "train"
+    paths = [p for name in TRAIN_SETS for p in sorted((base / name).glob("*.png"))]
+    if not paths:
+        raise FileNotFoundError(f"no training images under {base}")
+    return [make_train_pair(load_rgb(p), scale) for p in paths]

@@ -1,0 +1,158 @@
+"""The codec: bytes -> pixels -> bytes. Pure functions, called off the event loop.
+
+Limits are checked from the header, before any pixel is decoded, so a decompression bomb costs
+a few hundred bytes of parsing, not gigabytes of memory.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from service.errors import ImageTooLarge, InvalidImage, UnsupportedMediaType
+
+# Pillow format name -> our format name.
+INPUT_FORMATS = {"PNG": "png", "JPEG": "jpeg", "WEBP": "webp"}
+OUTPUT_FORMATS = ("png", "jpeg", "webp")
+MEDIA_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
+
+_GREY_MODES = {"1", "L", "I", "I;16", "I;16B", "I;16L", "F"}
+_ALPHA_MODES = {"RGBA", "RGBa", "PA", "LA", "La"}
+
+
+@dataclass(frozen=True)
+class DecodedImage:
+    """Upright 8-bit pixels in one of L, LA, RGB, RGBA, with what must survive the trip."""
+
+    pixels: np.ndarray  # uint8, (H, W, C), C = len(mode)
+    mode: str
+    format: str
+    icc_profile: bytes | None
+
+    @property
+    def width(self) -> int:
+        return int(self.pixels.shape[1])
+
+    @property
+    def height(self) -> int:
+        return int(self.pixels.shape[0])
+
+
+def check_pixel_limits(
+    width: int, height: int, scale: int, *, max_input_pixels: int, max_output_pixels: int
+) -> None:
+    if width * height > max_input_pixels:
+        raise ImageTooLarge(
+            f"the image is {width}x{height} = {width * height} pixels; "
+            f"the limit is {max_input_pixels} input pixels"
+        )
+    out = width * height * scale * scale
+    if out > max_output_pixels:
+        raise ImageTooLarge(
+            f"x{scale} of {width}x{height} makes {out} output pixels; "
+            f"the limit is {max_output_pixels}"
+        )
+
+
+def _target_mode(image: Image.Image) -> str:
+    if image.mode in _GREY_MODES:
+        return "L"
+    if image.mode in ("LA", "La"):
+        return "LA"
+    if image.mode == "P":
+        return "RGBA" if "transparency" in image.info else "RGB"
+    if image.mode in _ALPHA_MODES:
+        return "RGBA"
+    return "RGB"
+
+
+def decode(
+    data: bytes, *, scale: int, max_input_pixels: int, max_output_pixels: int
+) -> DecodedImage:
+    """Decode PNG/JPEG/WebP bytes into upright 8-bit pixels, checking limits first."""
+    if not data:
+        raise InvalidImage("the body is empty; send the image bytes")
+    try:
+        image = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError:
+        raise InvalidImage("the body is not a PNG, JPEG or WebP image") from None
+    except Image.DecompressionBombError as exc:
+        raise ImageTooLarge(f"decompression bomb refused: {exc}") from None
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise InvalidImage(f"the image header cannot be read: {exc}") from None
+    with image:
+        fmt = INPUT_FORMATS.get(image.format or "")
+        if fmt is None:
+            raise UnsupportedMediaType(
+                f"{image.format} images are not supported; send PNG, JPEG or WebP"
+            )
+        width, height = image.size
+        if width < 1 or height < 1:
+            raise InvalidImage(f"the image is {width}x{height}")
+        check_pixel_limits(
+            width,
+            height,
+            scale,
+            max_input_pixels=max_input_pixels,
+            max_output_pixels=max_output_pixels,
+        )
+        icc = image.info.get("icc_profile")
+        try:
+            image.load()
+            upright = ImageOps.exif_transpose(image)
+            mode = _target_mode(upright)
+            if upright.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
+                # Wide greyscale: scale to 8 bits rather than clip.
+                wide = np.asarray(upright, dtype=np.float64)
+                top = 65535.0 if upright.mode.startswith("I;16") or wide.max() > 255 else 255.0
+                pixels = np.clip(np.round(wide * (255.0 / top)), 0, 255).astype(np.uint8)
+            else:
+                converted = upright if upright.mode == mode else upright.convert(mode)
+                pixels = np.array(converted, dtype=np.uint8)  # writable: torch shares it
+        except (OSError, ValueError, SyntaxError, EOFError) as exc:
+            raise InvalidImage(f"the image data is truncated or corrupt: {exc}") from None
+    if pixels.ndim == 2:
+        pixels = pixels[:, :, None]
+    return DecodedImage(
+        pixels=np.ascontiguousarray(pixels), mode=mode, format=fmt, icc_profile=icc or None
+    )
+
+
+def encode(
+    pixels: np.ndarray,
+    mode: str,
+    fmt: str,
+    *,
+    quality: int,
+    png_compress_level: int,
+    icc_profile: bytes | None,
+) -> bytes:
+    """Encode (H, W, C) uint8 pixels. JPEG has no alpha channel: alpha is dropped there."""
+    array = pixels[:, :, 0] if pixels.shape[2] == 1 else pixels
+    image = Image.fromarray(array)
+    if image.mode != mode:
+        image = image.convert(mode)
+    options: dict[str, object] = {}
+    if icc_profile:
+        options["icc_profile"] = icc_profile
+    if fmt == "png":
+        options["compress_level"] = png_compress_level
+        pil_format = "PNG"
+    elif fmt == "jpeg":
+        if image.mode in ("RGBA", "LA"):
+            image = image.convert(image.mode[:-1])
+        options["quality"] = quality
+        pil_format = "JPEG"
+    elif fmt == "webp":
+        if image.mode in ("L", "LA"):
+            image = image.convert("RGBA" if image.mode == "LA" else "RGB")
+        options["quality"] = quality
+        pil_format = "WEBP"
+    else:
+        raise ValueError(f"unknown output format {fmt!r}")
+    buffer = io.BytesIO()
+    image.save(buffer, format=pil_format, **options)
+    return buffer.getvalue()

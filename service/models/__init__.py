@@ -1,0 +1,1 @@
+"""Network architectures, their registry and the loader of ``model_store/``."""

@@ -1,0 +1,72 @@
+"""The models the server holds on its device, keyed by (method, scale)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from service.models.espcn import SubPixelDeconv
+from service.models.store import ModelCard, ModelStoreError, discover, load_weights
+
+log = logging.getLogger(__name__)
+
+# The method served by the transposed-convolution rewrite of each espcn model.
+DECONV_METHOD = "deconv"
+
+
+@dataclass(frozen=True)
+class ResidentModel:
+    method: str
+    scale: int
+    card: ModelCard
+    module: nn.Module
+    device: torch.device
+    dtype: torch.dtype
+
+    @property
+    def halo(self) -> int:
+        """LR pixels of context each side that the network's output depends on."""
+        return int(getattr(self.module, "halo"))
+
+    @property
+    def ref(self) -> str:
+        return self.card.ref
+
+
+class ModelSet:
+    """Every loaded model; built once in the app's lifespan, read-only afterwards."""
+
+    def __init__(self, models: list[ResidentModel]) -> None:
+        self._models = {(m.method, m.scale): m for m in models}
+
+    @classmethod
+    def load(cls, store: Path, device: torch.device, dtype: torch.dtype) -> ModelSet:
+        cards = discover(store)
+        if not cards:
+            raise ModelStoreError(f"model store {store} holds no models")
+        models: list[ResidentModel] = []
+        for card in cards:
+            module = load_weights(card).to(device=device, dtype=dtype).eval()
+            models.append(ResidentModel(card.method, card.scale, card, module, device, dtype))
+            if card.arch == "espcn":
+                # Rewritten once here; it shares the body's tensors with the espcn model.
+                twin = SubPixelDeconv(module).to(device=device, dtype=dtype).eval()
+                models.append(ResidentModel(DECONV_METHOD, card.scale, card, twin, device, dtype))
+            log.info("loaded %s (%s x%d) on %s as %s", card.ref, card.arch, card.scale, device, dtype)
+        return cls(models)
+
+    def get(self, method: str, scale: int) -> ResidentModel | None:
+        return self._models.get((method, scale))
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(self._models.values())
+
+    def methods(self) -> dict[str, list[int]]:
+        offered: dict[str, list[int]] = {}
+        for method, scale in sorted(self._models):
+            offered.setdefault(method, []).append(scale)
+        return offered

@@ -1,0 +1,228 @@
+"""Train a sub-pixel model on T91 + BSDS200 and write it into the model store.
+
+    python -m service.train --scale 3                    # espcn x3, paper recipe
+    python -m service.train --scale 3 --arch espcn-large
+
+Recipe (Shi et al. 2016 and its reproductions): Y channel only; HR sub-images of 17r px with
+their LR inputs made by MATLAB-style bicubic downscaling; random flips and 90-degree rotations;
+MSE loss; a learning rate that decays log-linearly; the last layer learns 10x slower. The LR
+input patch carries a halo of the network's receptive radius around the 17x17 LR centre and
+the loss is taken on the centre only, which is the paper's padding-free training: no loss is
+spent teaching the network about zero padding that inference never sees inside an image.
+
+Resumable: the state is checkpointed (safetensors + JSON) every ``--checkpoint-every`` steps
+into ``--work-dir``; running the same command again continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from service.checkpoint import load_checkpoint, save_checkpoint
+from service.datasets import TRAIN_SETS, TrainImage, eval_pairs, load_y, train_images
+from service.models.registry import ARCHITECTURES, count_parameters, macs_per_lr_pixel
+from service.models.store import write_model_dir
+from service.quality import psnr
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m service.train", description=__doc__.split("\n")[0])
+    p.add_argument("--scale", type=int, choices=(2, 3, 4), required=True)
+    p.add_argument("--arch", default="espcn", choices=ARCHITECTURES.names())
+    p.add_argument("--arch-args", default="{}", help="JSON of constructor arguments")
+    p.add_argument("--steps", type=int, default=60_000)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--patch", type=int, default=17, help="LR size of the supervised centre")
+    p.add_argument("--lr", type=float, default=1e-3, help="initial learning rate (Adam)")
+    p.add_argument("--lr-final", type=float, default=1e-5)
+    p.add_argument("--last-layer-lr-factor", type=float, default=0.1)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--validate-every", type=int, default=1000)
+    p.add_argument("--checkpoint-every", type=int, default=500)
+    p.add_argument("--work-dir", type=Path, default=None, help="checkpoints (default runs/<name>)")
+    p.add_argument("--model-store", type=Path, default=Path("model_store"))
+    p.add_argument("--version", default="1")
+    p.add_argument(
+        "--export", action="store_true",
+        help="write the model directory from the last checkpoint without training further",
+    )
+    return p.parse_args(argv)
+
+
+class PatchSampler:
+    """Random aligned (LR, HR) patch pairs with the 8 dihedral transforms.
+
+    Bicubic downscaling by an integer factor of an image whose sides divide by it commutes
+    with flips and 90-degree rotations, so transforming the pair keeps it a valid pair.
+    """
+
+    def __init__(self, images: list[TrainImage], scale: int, lr_size: int, seed: int) -> None:
+        self.images = [im for im in images if min(im.lr.shape) >= lr_size]
+        self.scale = scale
+        self.lr_size = lr_size
+        areas = torch.tensor([float(im.lr.numel()) for im in self.images])
+        self.weights = areas / areas.sum()
+        self.rng = random.Random(seed)
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def sample(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        r, n = self.scale, self.lr_size
+        picks = torch.multinomial(self.weights, batch_size, replacement=True, generator=self.generator)
+        lrs, hrs = [], []
+        for index in picks.tolist():
+            im = self.images[index]
+            top = self.rng.randrange(im.lr.shape[0] - n + 1)
+            left = self.rng.randrange(im.lr.shape[1] - n + 1)
+            lr = im.lr[top : top + n, left : left + n]
+            hr = im.hr[top * r : (top + n) * r, left * r : (left + n) * r]
+            k = self.rng.randrange(4)
+            flip = self.rng.random() < 0.5
+            lr, hr = torch.rot90(lr, k), torch.rot90(hr, k)
+            if flip:
+                lr, hr = lr.flip(-1), hr.flip(-1)
+            lrs.append(lr)
+            hrs.append(hr)
+        return torch.stack(lrs)[:, None], torch.stack(hrs)[:, None]
+
+
+def learning_rate(step: int, total: int, start: float, final: float) -> float:
+    """Log-linear decay from ``start`` to ``final`` (the paper's 0.01 -> 0.0001 shape)."""
+    fraction = min(step / max(total, 1), 1.0)
+    return start * (final / start) ** fraction
+
+
+def validate(model: nn.Module, scale: int) -> float:
+    """Mean Set5 PSNR on Y (shave r) of the raw network output: a training curve, not the card."""
+    model.eval()
+    scores = []
+    with torch.inference_mode():
+        for pair in eval_pairs("Set5", scale):
+            lr = load_y(pair.lr_path).float()[None, None] / 255.0
+            sr = model(lr).clamp(0, 1)[0, 0].double() * 255.0
+            scores.append(psnr(load_y(pair.hr_path), sr.round(), border=scale))
+    model.train()
+    return sum(scores) / len(scores)
+
+
+def plot_curves(history: dict[str, list[Any]], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax_loss = plt.subplots(figsize=(7, 4))
+    ax_loss.plot(history["loss_step"], history["loss"], color="tab:blue", lw=0.8)
+    ax_loss.set_yscale("log")
+    ax_loss.set_xlabel("step")
+    ax_loss.set_ylabel("training MSE (0..1 scale)", color="tab:blue")
+    ax_psnr = ax_loss.twinx()
+    ax_psnr.plot(history["val_step"], history["val_psnr"], color="tab:red", marker=".")
+    ax_psnr.set_ylabel("Set5 PSNR on Y (dB)", color="tab:red")
+    ax_loss.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    torch.manual_seed(args.seed)
+    torch.set_num_threads(args.threads)
+    name = f"{args.arch}-x{args.scale}"
+    work_dir = args.work_dir or Path("runs") / name
+    arch_args = json.loads(args.arch_args)
+    model = ARCHITECTURES.build(args.arch, scale=args.scale, **arch_args)
+    last = set(map(id, model.last_layer().parameters()))
+    body_params = [p for p in model.parameters() if id(p) not in last]
+    optimizer = torch.optim.Adam(
+        [
+            {"params": body_params, "lr_factor": 1.0},
+            {"params": list(model.last_layer().parameters()), "lr_factor": args.last_layer_lr_factor},
+        ],
+        lr=args.lr,
+    )
+    checkpoint = work_dir / "checkpoint"
+    meta = load_checkpoint(checkpoint, model, optimizer) or {
+        "step": 0,
+        "seconds": 0.0,
+        "history": {"loss_step": [], "loss": [], "val_step": [], "val_psnr": []},
+    }
+    history = meta["history"]
+    if args.export:
+        args.steps = meta["step"]
+    print(f"{name}: {count_parameters(model)} parameters, {macs_per_lr_pixel(model)} MACs/LR px")
+    if meta["step"] < args.steps:
+        print("building training pairs (MATLAB bicubic) ...", flush=True)
+        sampler = PatchSampler(
+            train_images(args.scale), args.scale, args.patch + 2 * model.halo, args.seed + meta["step"]
+        )
+    halo_hr = model.halo * args.scale
+    model.train()
+    running, started = 0.0, time.monotonic() - meta["seconds"]
+    bar = tqdm(
+        range(meta["step"], args.steps), initial=meta["step"], total=args.steps, desc=name,
+        mininterval=30,
+    )
+    for step in bar:
+        rate = learning_rate(step, args.steps, args.lr, args.lr_final)
+        for group in optimizer.param_groups:
+            group["lr"] = rate * group["lr_factor"]
+        lr, hr = sampler.sample(args.batch_size)
+        sr = model(lr)[..., halo_hr:-halo_hr, halo_hr:-halo_hr]
+        loss = F.mse_loss(sr, hr[..., halo_hr:-halo_hr, halo_hr:-halo_hr])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        running = 0.98 * running + 0.02 * loss.item() if step else loss.item()
+        done = step + 1
+        if done % 100 == 0:
+            history["loss_step"].append(done)
+            history["loss"].append(running)
+            bar.set_postfix(loss=f"{running:.2e}", lr=f"{rate:.1e}")
+        if done % args.validate_every == 0 or done == args.steps:
+            history["val_step"].append(done)
+            history["val_psnr"].append(validate(model, args.scale))
+            bar.write(f"step {done}: Set5 PSNR {history['val_psnr'][-1]:.3f} dB")
+        if done % args.checkpoint_every == 0 or done == args.steps:
+            meta = {"step": done, "seconds": time.monotonic() - started, "history": history}
+            save_checkpoint(checkpoint, model, optimizer, meta)
+    seconds = time.monotonic() - started
+    training = {
+        "data": [f"train/{s}" for s in TRAIN_SETS],
+        "command": "python -m service.train "
+        + " ".join(a for a in (argv if argv is not None else _argv()) if a != "--export"),
+        "steps": args.steps,
+        "batch_size": args.batch_size,
+        "hr_patch_px": args.patch * args.scale,
+        "duration_s": round(seconds, 1),
+        "threads": args.threads,
+        "final_set5_psnr_training_curve": history["val_psnr"][-1] if history["val_psnr"] else None,
+    }
+    model_dir = write_model_dir(
+        args.model_store, model, arch=args.arch, arch_args=arch_args, version=args.version,
+        training=training,
+    )
+    plot_curves(history, model_dir / "curve.png", f"{name}: loss and Set5 PSNR")
+    print(f"wrote {model_dir} ({seconds / 60:.1f} min)")
+
+
+def _argv() -> list[str]:
+    import sys
+
+    return sys.argv[1:]
+
+
+if __name__ == "__main__":
+    main()
