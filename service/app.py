@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from service import __version__
-from service.api import health, models, upscale
+from service.api import health, metrics, models, upscale
 from service.api.problems import install_problem_handlers
 from service.api.request_id import RequestIdMiddleware
 from service.config import Settings
@@ -25,15 +25,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         runtime = Runtime.start(settings)
         app.state.runtime = runtime
-        if settings.warmup:
-            await runtime.in_codec_pool(runtime.warm_up)
-        runtime.lifecycle.ready = True
-        log.info("ready on %s (%s)", runtime.device, runtime.dtype)
         try:
+            if settings.warmup:
+                await runtime.in_codec_pool(runtime.warm_up)
+            runtime.lifecycle.ready = True
+            log.info("ready on %s (%s)", runtime.device, runtime.dtype)
             yield
+            # The server stopped taking connections; finish what was admitted.
+            await runtime.drain(settings.request_timeout_s)
         finally:
-            runtime.lifecycle.draining = True
-            runtime.close()
+            await runtime.close()
 
     app = FastAPI(
         title="subpixel",
@@ -43,6 +44,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_problem_handlers(app)
     app.add_middleware(RequestIdMiddleware)
-    for module in (upscale, models, health):
+    for module in (upscale, models, health, metrics):
         app.include_router(module.router)
     return app

@@ -82,5 +82,10 @@ class Draining(ServiceError):
         super().__init__(detail, headers={"Retry-After": "1"})
 
 
+class ClientDisconnected(ServiceError):
+    # Nobody reads this answer; the status only labels the metrics and the log line.
+    status, code, title = 499, "client_disconnected", "The client closed the connection"
+
+
 class DeadlineExceeded(ServiceError):
     status, code, title = 504, "deadline_exceeded", "The request waited too long"

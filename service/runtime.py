@@ -1,22 +1,29 @@
-"""What the app's lifespan owns: settings, resident models, worker pools and readiness."""
+"""What the app's lifespan owns: settings, resident models, the batcher, pools, metrics and
+the admission state. Built in the lifespan, reached by handlers through ``RuntimeDep``."""
 
 from __future__ import annotations
 
 import asyncio
 import functools
 import logging
-from collections.abc import Callable
+import time
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import ParamSpec, TypeVar
 
 import torch
+from prometheus_client import CollectorRegistry
 
+from service.batching import Batcher, BatchStats, retry_after_s
 from service.config import Settings
 from service.device import resolve_device, resolve_dtype
-from service.engine import InferenceEngine
+from service.errors import Draining, Overloaded
 from service.inference import run_network
+from service.metrics import Metrics, build_metrics, watch_cuda_memory
 from service.models.resident import ModelSet
+from service.operators import CLASSICAL_METHODS
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +35,8 @@ T = TypeVar("T")
 class Lifecycle:
     ready: bool = False
     draining: bool = False
+    inflight: int = 0
+    idle: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 @dataclass
@@ -36,39 +45,103 @@ class Runtime:
     device: torch.device
     dtype: torch.dtype
     models: ModelSet
-    engine: InferenceEngine
+    batcher: Batcher
     codec_pool: ThreadPoolExecutor
+    metrics: Metrics
     lifecycle: Lifecycle = field(default_factory=Lifecycle)
 
     @classmethod
-    def start(cls, settings: Settings) -> Runtime:
+    def start(cls, settings: Settings, registry: CollectorRegistry | None = None) -> Runtime:
+        """Load the models and start the batcher; call inside a running event loop."""
         device = resolve_device(settings.device)
         dtype = resolve_dtype(settings.dtype, device)
-        if device.type == "cpu":
-            # Decode/encode threads need cores too: torch gets the cores unless told otherwise.
-            torch.set_num_threads(settings.torch_threads or (torch.get_num_threads() or 1))
+        if device.type == "cpu" and settings.torch_threads:
+            torch.set_num_threads(settings.torch_threads)
         models = ModelSet.load(settings.model_store, device, dtype)
+        offered = [(m, s) for m in CLASSICAL_METHODS for s in (2, 3, 4)]
+        offered += [(m.method, m.scale) for m in models]
+        metrics = build_metrics(registry or CollectorRegistry(), offered)
+        for m in models:
+            metrics.model_info.labels(
+                model=m.card.name, version=m.card.version, scale=str(m.scale),
+                device=str(device), dtype=str(dtype).removeprefix("torch."),
+            ).set(1)
+        if device.type == "cuda":
+            watch_cuda_memory(
+                metrics, str(device),
+                functools.partial(torch.cuda.memory_allocated, device),
+                functools.partial(torch.cuda.memory_reserved, device),
+            )
+        batcher = Batcher(
+            device,
+            max_batch_tiles=settings.max_batch_size,
+            tile_size=settings.tile_size,
+            max_batch_delay_s=settings.max_batch_delay_ms / 1000.0,
+            on_batch=functools.partial(_observe_batch, metrics),
+        )
+        metrics.queue_depth.set_function(lambda: batcher.queued_tiles)
         runtime = cls(
             settings=settings,
             device=device,
             dtype=dtype,
             models=models,
-            engine=InferenceEngine(device),
+            batcher=batcher,
             codec_pool=ThreadPoolExecutor(settings.codec_threads, thread_name_prefix="codec"),
+            metrics=metrics,
         )
+        runtime.lifecycle.idle.set()
+        batcher.start()
         return runtime
 
     def warm_up(self) -> None:
-        """One pass of every model, so the first request does not pay for lazy init."""
-        probe = torch.full((1, 1, 24, 24), 128.0)
+        """One pass of every model at tile size, so the first request pays no lazy init."""
+        side = self.settings.tile_size
         for model in self.models:
-            run_network(model, probe)
+            run_network(model, torch.full((1, 1, side + 2 * model.halo, side + 2 * model.halo), 128.0))
             log.info("warmed up %s (%s x%d)", model.ref, model.method, model.scale)
 
     async def in_codec_pool(self, func: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.codec_pool, functools.partial(func, *args, **kwargs))
 
-    def close(self) -> None:
-        self.engine.close()
+    @asynccontextmanager
+    async def admission(self) -> AsyncIterator[float]:
+        """Admit a request or refuse it at once; yields its deadline (monotonic seconds)."""
+        state = self.lifecycle
+        if state.draining:
+            raise Draining()
+        if state.inflight >= self.settings.max_queue:
+            wait = self.batcher.expected_wait_s()
+            raise Overloaded(
+                f"{state.inflight} requests are in progress (limit {self.settings.max_queue}); "
+                f"retry in about {wait:.1f} s",
+                retry_after_s=retry_after_s(wait),
+            )
+        state.inflight += 1
+        state.idle.clear()
+        self.metrics.inflight.inc()
+        try:
+            yield time.monotonic() + self.settings.request_timeout_s
+        finally:
+            state.inflight -= 1
+            self.metrics.inflight.dec()
+            if state.inflight == 0:
+                state.idle.set()
+
+    async def drain(self, timeout_s: float) -> None:
+        """Refuse new work, then wait for the admitted requests to finish."""
+        self.lifecycle.draining = True
+        try:
+            await asyncio.wait_for(self.lifecycle.idle.wait(), timeout=timeout_s)
+        except TimeoutError:
+            log.warning("drain timed out with %d requests in flight", self.lifecycle.inflight)
+
+    async def close(self) -> None:
+        await self.batcher.stop()
         self.codec_pool.shutdown(wait=True)
+
+
+def _observe_batch(metrics: Metrics, stats: BatchStats) -> None:
+    labels = {"method": stats.model.method, "scale": str(stats.model.scale)}
+    metrics.inference_duration.labels(**labels).observe(stats.seconds)
+    metrics.batch_size.labels(**labels).observe(stats.tiles)

@@ -2,22 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+import torch
 from fastapi import APIRouter, Query, Request, Response
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
 from service.api.deps import ApiKey, RuntimeDep
+from service.batching import Job
 from service.errors import (
-    Draining,
+    ClientDisconnected,
+    DeadlineExceeded,
     InvalidImage,
     InvalidParameter,
     PayloadTooLarge,
+    ServiceError,
     UnsupportedMediaType,
 )
+from service.metrics import REJECTION_REASONS
 from service.imaging import MEDIA_TYPES, OUTPUT_FORMATS, decode, encode
 from service.operators import CLASSICAL_METHODS
 from service.pipeline import classical_upscale, merge_from_model, split_for_model
@@ -115,6 +121,35 @@ def _output_format(params: UpscaleParams, accept: str, input_format: str) -> str
     return input_format if input_format in ("jpeg", "webp") else "png"
 
 
+
+async def _await_job(runtime: Runtime, job: Job, request: Request, deadline: float) -> torch.Tensor:
+    """Wait for the batcher, the deadline, or the client hanging up, whichever comes first."""
+    disconnect = asyncio.ensure_future(_disconnected(request))
+    try:
+        done, _ = await asyncio.wait(
+            {job.future, disconnect},
+            timeout=max(0.0, deadline - time.monotonic()),
+            return_when=asyncio.FIRST_COMPLETED,
+        )
+    finally:
+        disconnect.cancel()
+    if job.future in done:
+        return job.future.result()
+    runtime.batcher.cancel(job)  # its queued tiles leave the queue
+    if disconnect in done:
+        raise ClientDisconnected("the client went away; its work was dropped")
+    waited = time.monotonic() - job.enqueued_at
+    raise DeadlineExceeded(
+        f"the request waited {waited:.1f} s; the limit is {runtime.settings.request_timeout_s} s"
+    )
+
+
+async def _disconnected(request: Request) -> None:
+    # The body has been read, so the next message can only be the client's disconnect.
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
 def _server_timing(stages: dict[str, float]) -> str:
     return ", ".join(f"{name};dur={seconds * 1000:.2f}" for name, seconds in stages.items())
 
@@ -130,19 +165,39 @@ async def upscale(
     request: Request,
     runtime: RuntimeDep,
     scale: int = Query(2, description="upscaling factor: 2, 3 or 4"),
-    method: str = Query("espcn", description="nearest, bilinear, bicubic, espcn, deconv, espcn-large"),
+    method: str = Query(
+        "espcn", description="nearest, bilinear, bicubic, espcn, deconv, espcn-large"
+    ),
     format: str | None = Query(None, description="png, jpeg or webp; default from Accept or the input"),
     quality: int | None = Query(None, description="JPEG/WebP quality 1..100"),
     align_corners: bool = Query(False, description="bilinear/bicubic corner alignment"),
 ) -> Response:
     """Upscale the image in the body (raw bytes or multipart field ``image``)."""
     started = time.monotonic()
-    if runtime.lifecycle.draining:
-        raise Draining()
-    settings = runtime.settings
-    params = _validate(runtime, scale, method, format, quality, align_corners)
-    data = await _image_bytes(request, settings.max_upload_bytes)
+    labels = {"method": "invalid", "scale": "invalid"}
+    metrics = runtime.metrics
+    try:
+        params = _validate(runtime, scale, method, format, quality, align_corners)
+        labels = {"method": params.method, "scale": str(params.scale)}
+        async with runtime.admission() as deadline:
+            response, output_pixels = await _serve(runtime, request, params, deadline, started)
+    except ServiceError as error:
+        metrics.requests.labels(**labels, status=str(error.status)).inc()
+        if error.code in REJECTION_REASONS:
+            metrics.rejected.labels(reason=error.code).inc()
+        raise
+    metrics.requests.labels(**labels, status="200").inc()
+    metrics.request_duration.labels(**labels).observe(time.monotonic() - started)
+    metrics.output_pixels.labels(**labels).inc(output_pixels)
+    return response
 
+
+async def _serve(
+    runtime: Runtime, request: Request, params: UpscaleParams, deadline: float, started: float
+) -> tuple[Response, int]:
+    settings, metrics = runtime.settings, runtime.metrics
+    data = await _image_bytes(request, settings.max_upload_bytes)
+    read_at = time.monotonic()
     decoded = await runtime.in_codec_pool(
         decode,
         data,
@@ -151,6 +206,7 @@ async def upscale(
         max_output_pixels=settings.max_output_pixels,
     )
     decoded_at = time.monotonic()
+    metrics.decode_duration.observe(decoded_at - read_at)
     headers = {"X-SR-Method": params.method, "X-SR-Scale": str(params.scale)}
     if params.method in CLASSICAL_METHODS:
         pixels = await runtime.in_codec_pool(
@@ -162,10 +218,15 @@ async def upscale(
         model = runtime.models.get(params.method, params.scale)
         assert model is not None  # _validate checked the offer
         headers["X-SR-Model"] = model.ref
-        model_input = await runtime.in_codec_pool(split_for_model, decoded.pixels, decoded.mode, params.scale)
-        result = await runtime.engine.infer(model, model_input.luma)
-        pixels = await runtime.in_codec_pool(merge_from_model, model_input, result.luma)
-        queue_s, infer_s = result.queue_s, result.infer_s
+        model_input = await runtime.in_codec_pool(
+            split_for_model, decoded.pixels, decoded.mode, params.scale
+        )
+        job = runtime.batcher.submit(model, model_input.luma, max(0.0, deadline - time.monotonic()))
+        luma_hr = await _await_job(runtime, job, request, deadline)
+        pixels = await runtime.in_codec_pool(merge_from_model, model_input, luma_hr)
+        queue_s = (job.started_at or job.enqueued_at) - job.enqueued_at
+        infer_s = job.infer_s
+        metrics.queue_wait.labels(method=params.method, scale=str(params.scale)).observe(queue_s)
     inferred_at = time.monotonic()
 
     out_format = _output_format(params, request.headers.get("accept", ""), decoded.format)
@@ -182,13 +243,17 @@ async def upscale(
         icc_profile=decoded.icc_profile,
     )
     finished = time.monotonic()
+    metrics.encode_duration.labels(format=out_format).observe(finished - inferred_at)
     headers["Server-Timing"] = _server_timing(
         {
-            "decode": decoded_at - started,
+            "read": read_at - started,
+            "decode": decoded_at - read_at,
             "queue": queue_s,
             "infer": infer_s,
+            "post": inferred_at - decoded_at - queue_s - infer_s,
             "encode": finished - inferred_at,
             "total": finished - started,
         }
     )
-    return Response(body, media_type=MEDIA_TYPES[out_format], headers=headers)
+    response = Response(body, media_type=MEDIA_TYPES[out_format], headers=headers)
+    return response, int(pixels.shape[0] * pixels.shape[1])

@@ -43,11 +43,18 @@ class ESPCN(nn.Module):
     # Receptive field radius in LR pixels: 2 + 1 + 1.
     halo = 4
 
-    def features(self, y: torch.Tensor) -> torch.Tensor:
-        return torch.tanh(self.conv2(torch.tanh(self.conv1(y))))
+    def features(self, y: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        if mask is None:
+            return torch.tanh(self.conv2(torch.tanh(self.conv1(y))))
+        # Zeroing every layer's input outside the valid region makes each convolution see
+        # what its zero padding would show at the image border: a masked canvas computes the
+        # same values inside the region as the bare image does.
+        h = torch.tanh(self.conv1(y * mask)) * mask
+        return torch.tanh(self.conv2(h)) * mask
 
-    def forward(self, y: torch.Tensor) -> torch.Tensor:
-        return self.shuffle(self.conv3(self.features(y)))
+    def forward(self, y: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """(N, 1, H, W) -> (N, 1, rH, rW); ``mask`` (N, 1, H, W) marks the valid pixels."""
+        return self.shuffle(self.conv3(self.features(y, mask)))
 
     def last_layer(self) -> nn.Conv2d:
         return self.conv3
@@ -93,7 +100,7 @@ class SubPixelDeconv(nn.Module):
             bias = conv.bias.detach() if conv.bias is not None else torch.zeros(r * r)
         self.register_buffer("bias_map", bias.reshape(1, 1, r, r).clone())
 
-    def forward(self, y: torch.Tensor) -> torch.Tensor:
-        out = self.deconv(self.body.features(y))
+    def forward(self, y: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        out = self.deconv(self.body.features(y, mask))
         h, w = y.shape[-2], y.shape[-1]
         return out + self.bias_map.repeat(1, 1, h, w)

@@ -1,0 +1,317 @@
+"""Dynamic batching across requests of any size: tiles in, one device thread, futures out.
+
+Each request's LR luminance is cut into tiles (``service.tiling``) that all fit one canvas
+size per model, so a batch mixes tiles of different images and a large image streams through
+in pieces. One scheduler task per device forms batches; one worker thread per device runs
+them, so the event loop never waits on a network.
+
+Scheduling: a batch goes to the device at once when the device is idle and tiles are queued.
+While a batch runs, the next one is collected and sealed when it is full, when its oldest
+tile has waited ``max_batch_delay_ms``, or when the device frees up; it then waits in the
+worker's queue so the device never idles between batches (two batches in flight at most).
+Tiles are taken oldest first, from the model of the oldest queued tile.
+
+Faults stay local: an exception fails only the requests whose tiles were in that batch; an
+out-of-memory error splits the batch in halves and retries before giving up on a tile.
+No HTTP here: it is tested with fake models in plain asyncio.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import math
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import torch
+
+from service.errors import DeadlineExceeded, ServiceError
+from service.models.resident import ResidentModel
+from service.tiling import Tile, assemble, place, plan_tiles, window_of
+
+log = logging.getLogger(__name__)
+
+# Batches in flight per device: one running, one sealed and waiting behind it.
+PIPELINE_DEPTH = 2
+
+
+class InferenceFailed(ServiceError):
+    status, code, title = 500, "inference_failed", "The model failed on this request"
+
+
+@dataclass(eq=False)
+class Job:
+    """One request's network work: its plane, its tiles, where the result goes."""
+
+    model: ResidentModel
+    luma: torch.Tensor  # (H, W) float32 0..255, host memory
+    tiles: list[Tile]
+    output: torch.Tensor  # (rH, rW) float32, filled tile by tile by the worker thread
+    future: asyncio.Future[torch.Tensor]
+    enqueued_at: float
+    deadline: float
+    remaining: int = 0
+    started_at: float | None = None
+    infer_s: float = 0.0
+
+    @property
+    def done(self) -> bool:
+        return self.future.done()
+
+
+@dataclass(frozen=True)
+class TileWork:
+    job: Job
+    tile: Tile
+
+
+@dataclass
+class BatchStats:
+    """What the metrics and the cost model want to know about each batch."""
+
+    model: ResidentModel
+    tiles: int
+    seconds: float
+    queue_waits_s: list[float] = field(default_factory=list)
+
+
+class _OutOfMemory(Exception):
+    pass
+
+
+def _is_oom(exc: BaseException) -> bool:
+    return isinstance(exc, torch.OutOfMemoryError) or (
+        isinstance(exc, RuntimeError) and "out of memory" in str(exc)
+    )
+
+
+class Batcher:
+    """The per-device queue, scheduler and worker thread."""
+
+    def __init__(
+        self,
+        device: torch.device,
+        *,
+        max_batch_tiles: int,
+        tile_size: int,
+        max_batch_delay_s: float,
+        on_batch: Callable[[BatchStats], None] | None = None,
+        run_batch: Callable[[ResidentModel, torch.Tensor, torch.Tensor | None], torch.Tensor]
+        | None = None,
+    ) -> None:
+        from service.inference import run_network
+
+        self.device = device
+        self.max_batch_tiles = max_batch_tiles
+        self.tile_size = tile_size
+        self.max_batch_delay_s = max_batch_delay_s
+        self._run = run_batch or run_network
+        self._on_batch = on_batch
+        self._queue: collections.deque[TileWork] = collections.deque()
+        self._work = asyncio.Event()
+        self._slots = asyncio.Semaphore(PIPELINE_DEPTH)
+        self._inflight = 0
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"infer-{device}")
+        self._task: asyncio.Task[None] | None = None
+        self._tiles_per_s = 0.0  # drain rate, exponentially weighted
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._schedule(), name="batcher")
+        self._task.add_done_callback(self._on_scheduler_exit)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+        for work in self._queue:
+            if not work.job.done:
+                work.job.future.set_exception(InferenceFailed("the server stopped"))
+        self._queue.clear()
+        self._executor.shutdown(wait=True)
+
+    @staticmethod
+    def _on_scheduler_exit(task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("batch scheduler died", exc_info=task.exception())
+
+    # -- the queue ---------------------------------------------------------------------------
+
+    @property
+    def queued_tiles(self) -> int:
+        return len(self._queue)
+
+    @property
+    def tiles_per_second(self) -> float:
+        return self._tiles_per_s
+
+    def tiles_for(self, height: int, width: int, halo: int) -> int:
+        return len(plan_tiles(height, width, self.tile_size, halo))
+
+    def expected_wait_s(self) -> float:
+        """How long the tiles queued now need to drain, from the measured drain rate."""
+        if self._tiles_per_s <= 0:
+            return 0.0
+        return (len(self._queue) + self._inflight * self.max_batch_tiles) / self._tiles_per_s
+
+    def submit(self, model: ResidentModel, luma: torch.Tensor, timeout_s: float) -> Job:
+        """Queue a plane; await ``job.future`` for the (rH, rW) result."""
+        now = time.monotonic()
+        tiles = plan_tiles(luma.shape[0], luma.shape[1], self.tile_size, model.halo)
+        r = model.scale
+        job = Job(
+            model=model,
+            luma=luma,
+            tiles=tiles,
+            output=torch.empty(luma.shape[0] * r, luma.shape[1] * r),
+            future=asyncio.get_running_loop().create_future(),
+            enqueued_at=now,
+            deadline=now + timeout_s,
+            remaining=len(tiles),
+        )
+        self._queue.extend(TileWork(job, t) for t in tiles)
+        self._work.set()
+        return job
+
+    def cancel(self, job: Job) -> None:
+        """Drop a job: its queued tiles are skipped when the next batch is formed."""
+        if not job.done:
+            job.future.cancel()
+
+    # -- scheduling --------------------------------------------------------------------------
+
+    async def _schedule(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._work.wait()
+            await self._slots.acquire()
+            if self._inflight > 0:
+                await self._collect_while_busy()
+            batch = self._take_batch()
+            if not batch:
+                self._slots.release()
+                if not self._queue:
+                    self._work.clear()
+                continue
+            self._inflight += 1
+            started = time.monotonic()
+            for work in batch:
+                if work.job.started_at is None:
+                    work.job.started_at = started
+            future = loop.run_in_executor(self._executor, self._execute, batch)
+            future.add_done_callback(lambda f, b=batch: self._finish(b, f))
+
+    async def _collect_while_busy(self) -> None:
+        """The device is busy: let the batch fill until full, the delay, or the device frees."""
+        while len(self._queue) < self.max_batch_tiles and self._inflight > 0 and self._queue:
+            oldest = self._queue[0].job.enqueued_at
+            left = oldest + self.max_batch_delay_s - time.monotonic()
+            if left <= 0:
+                return
+            self._work.clear()
+            try:
+                await asyncio.wait_for(self._work.wait(), timeout=left)
+            except TimeoutError:
+                pass
+
+    def _take_batch(self) -> list[TileWork]:
+        now = time.monotonic()
+        # Drop tiles of cancelled and expired jobs from the head, so they cost nothing.
+        while self._queue and self._expired_or_done(self._queue[0].job, now):
+            self._queue.popleft()
+        if not self._queue:
+            return []
+        model = self._queue[0].job.model
+        batch: list[TileWork] = []
+        kept: collections.deque[TileWork] = collections.deque()
+        while self._queue and len(batch) < self.max_batch_tiles:
+            work = self._queue.popleft()
+            if self._expired_or_done(work.job, now):
+                continue
+            (batch if work.job.model is model else kept).append(work)
+        kept.extend(self._queue)
+        self._queue = kept
+        return batch
+
+    @staticmethod
+    def _expired_or_done(job: Job, now: float) -> bool:
+        if job.done:
+            return True
+        if now > job.deadline:
+            waited = now - job.enqueued_at
+            job.future.set_exception(DeadlineExceeded(f"the request waited {waited:.1f} s for the model"))
+            return True
+        return False
+
+    # -- the worker thread -------------------------------------------------------------------
+
+    def _execute(self, batch: list[TileWork]) -> list[BaseException | None]:
+        """Runs on the device thread: assemble, infer (splitting on OOM), place results."""
+        outcome: list[BaseException | None] = [None] * len(batch)
+        self._run_split(batch, list(range(len(batch))), outcome)
+        return outcome
+
+    def _run_split(self, batch: list[TileWork], index: list[int], outcome: list[BaseException | None]) -> None:
+        works = [batch[i] for i in index]
+        model = works[0].job.model
+        try:
+            canvas, mask = assemble([window_of(w.job.luma, w.tile) for w in works])
+            started = time.monotonic()
+            result = self._run(model, canvas, mask)
+            seconds = time.monotonic() - started
+        except Exception as exc:  # noqa: BLE001 - any failure must reach the requests
+            if _is_oom(exc) and len(index) > 1:
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+                half = len(index) // 2
+                log.warning("out of memory on %d tiles; retrying as %d + %d", len(index), half, len(index) - half)
+                self._run_split(batch, index[:half], outcome)
+                self._run_split(batch, index[half:], outcome)
+                return
+            log.exception("batch of %d tiles for %s failed", len(index), model.ref)
+            for i in index:
+                outcome[i] = exc
+            return
+        share = seconds / len(works)
+        for k, work in enumerate(works):
+            place(work.job.output, result[k, 0], work.tile, model.scale)
+            work.job.infer_s += share
+        if self._on_batch is not None:
+            waits = [(w.job.started_at or started) - w.job.enqueued_at for w in works]
+            self._on_batch(BatchStats(model, len(works), seconds, waits))
+        rate = len(works) / max(seconds, 1e-6)
+        self._tiles_per_s = rate if self._tiles_per_s == 0 else 0.8 * self._tiles_per_s + 0.2 * rate
+
+    def _finish(self, batch: list[TileWork], future: asyncio.Future[list[BaseException | None]]) -> None:
+        """Back on the event loop: count finished tiles, resolve finished jobs."""
+        self._inflight -= 1
+        self._slots.release()
+        try:
+            outcome = future.result()
+        except BaseException as exc:  # noqa: BLE001 - the executor itself failed
+            outcome = [exc] * len(batch)
+        for work, error in zip(batch, outcome, strict=True):
+            job = work.job
+            if job.done:
+                continue
+            if error is not None:
+                detail = "out of memory" if _is_oom(error) else type(error).__name__
+                job.future.set_exception(InferenceFailed(f"the model failed on this request: {detail}"))
+                continue
+            job.remaining -= 1
+            if job.remaining == 0:
+                job.future.set_result(job.output)
+        if self._queue:
+            self._work.set()
+
+
+def retry_after_s(expected_wait_s: float) -> int:
+    return max(1, math.ceil(expected_wait_s))
