@@ -3,12 +3,50 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
+import signal
+from types import FrameType
 
 import uvicorn
+from fastapi import FastAPI
 
 from service.app import create_app
 from service.config import Settings
+
+log = logging.getLogger("service")
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn, but SIGTERM drains first: readiness turns 503, new requests are refused with
+    503 ``draining``, admitted requests finish, and only then does the server stop.
+
+    Plain uvicorn stops accepting connections at once, so a load balancer's probe sees a
+    refused connection instead of a clean "not ready", and keep-alive clients get resets.
+    """
+
+    def __init__(self, config: uvicorn.Config, app: FastAPI, settings: Settings) -> None:
+        super().__init__(config)
+        self.app = app
+        self.settings = settings
+        self._draining: asyncio.Task[None] | None = None
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        runtime = getattr(self.app.state, "runtime", None)
+        if sig != signal.SIGTERM or runtime is None or self._draining is not None:
+            super().handle_exit(sig, frame)
+            return
+        log.info("SIGTERM: draining %d requests in flight", runtime.lifecycle.inflight)
+        runtime.lifecycle.draining = True
+        loop = asyncio.get_event_loop()
+        self._draining = loop.create_task(self._drain_then_exit(runtime))
+
+    async def _drain_then_exit(self, runtime) -> None:  # type: ignore[no-untyped-def]
+        await runtime.drain(self.settings.request_timeout_s)
+        # Keep answering "not ready" a little longer so load balancers stop routing here.
+        await asyncio.sleep(self.settings.drain_delay_s)
+        log.info("drained; stopping")
+        self.should_exit = True
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -21,14 +59,16 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    app = create_app(settings)
     # One process per device: the models and the batch queue live in this process.
-    uvicorn.run(
-        create_app(settings),
+    config = uvicorn.Config(
+        app,
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level.lower(),
         timeout_graceful_shutdown=int(settings.request_timeout_s) + 5,
     )
+    DrainingServer(config, app, settings).run()
 
 
 if __name__ == "__main__":

@@ -79,8 +79,8 @@ class BatchStats:
     queue_waits_s: list[float] = field(default_factory=list)
 
 
-class _OutOfMemory(Exception):
-    pass
+class _Expired(Exception):
+    """Marks a tile skipped on the device thread because its request was over or expired."""
 
 
 def _is_oom(exc: BaseException) -> bool:
@@ -256,7 +256,17 @@ class Batcher:
     def _execute(self, batch: list[TileWork]) -> list[BaseException | None]:
         """Runs on the device thread: assemble, infer (splitting on OOM), place results."""
         outcome: list[BaseException | None] = [None] * len(batch)
-        self._run_split(batch, list(range(len(batch))), outcome)
+        now = time.monotonic()
+        live = []
+        for i, work in enumerate(batch):
+            # A sealed batch may have waited behind the running one: skip what expired or
+            # was cancelled meanwhile (the loop side turns the marker into the answer).
+            if work.job.done or now > work.job.deadline:
+                outcome[i] = _Expired()
+            else:
+                live.append(i)
+        if live:
+            self._run_split(batch, live, outcome)
         return outcome
 
     def _run_split(self, batch: list[TileWork], index: list[int], outcome: list[BaseException | None]) -> None:
@@ -301,6 +311,10 @@ class Batcher:
         for work, error in zip(batch, outcome, strict=True):
             job = work.job
             if job.done:
+                continue
+            if isinstance(error, _Expired):
+                waited = time.monotonic() - job.enqueued_at
+                job.future.set_exception(DeadlineExceeded(f"the request waited {waited:.1f} s for the model"))
                 continue
             if error is not None:
                 detail = "out of memory" if _is_oom(error) else type(error).__name__

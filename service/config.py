@@ -28,6 +28,7 @@ class Settings(BaseSettings):
     max_batch_delay_ms: float = Field(2.0, ge=0)
     max_queue: int = Field(64, ge=1, description="requests waiting for the model")
     request_timeout_s: float = Field(30.0, gt=0)
+    drain_delay_s: float = Field(0.0, ge=0, description="stay up, not ready, after draining")
 
     # Input limits.
     max_upload_bytes: int = Field(25 * 1024 * 1024, ge=1)

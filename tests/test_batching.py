@@ -1,0 +1,239 @@
+"""The batcher in plain asyncio with fake models: batching, faults, deadlines, cancellation."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+
+from service.batching import Batcher, BatchStats, InferenceFailed
+from service.errors import DeadlineExceeded
+from service.models.resident import ResidentModel
+from service.models.store import ModelCard
+
+
+class Doubler(torch.nn.Module):
+    """A 'network' with a known answer: nearest x2 of the input, times 2. Halo 0."""
+
+    scale = 2
+    halo = 0
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        return torch.nn.functional.interpolate(x, scale_factor=2, mode="nearest") * 2
+
+
+def fake_model(method: str = "fake") -> ResidentModel:
+    card = ModelCard(name=f"{method}-x2", version="1", arch=method, scale=2, sha256="0" * 64, directory=Path("."))
+    return ResidentModel(method, 2, card, Doubler(), torch.device("cpu"), torch.float32)
+
+
+class Recorder:
+    """A run_batch that records batch sizes and can be told to fail or to be slow."""
+
+    def __init__(self) -> None:
+        self.batches: list[int] = []
+        self.fail_when: Callable[[torch.Tensor], bool] = lambda canvas: False
+        self.delay_s = 0.0
+        self.gate = threading.Event()
+        self.gate.set()
+
+    def __call__(self, model: ResidentModel, canvas: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        self.gate.wait(5)
+        self.batches.append(canvas.shape[0])
+        time.sleep(self.delay_s)
+        if self.fail_when(canvas):
+            raise RuntimeError("injected failure")
+        with torch.no_grad():
+            return model.module(canvas / 255.0, mask).clamp(0, 1) * 255.0
+
+
+def make_batcher(recorder: Recorder, **kwargs: object) -> Batcher:
+    options: dict[str, object] = {"max_batch_tiles": 8, "tile_size": 8, "max_batch_delay_s": 0.005}
+    options.update(kwargs)
+    return Batcher(torch.device("cpu"), run_batch=recorder, **options)  # type: ignore[arg-type]
+
+
+def expected(plane: torch.Tensor) -> torch.Tensor:
+    return (plane.repeat_interleave(2, 0).repeat_interleave(2, 1) * 2).clamp(0, 255)
+
+
+def run(coro):  # type: ignore[no-untyped-def]
+    return asyncio.run(coro)
+
+
+def test_results_equal_the_whole_image_answer_for_mixed_sizes() -> None:
+    async def main() -> None:
+        rec = Recorder()
+        batcher = make_batcher(rec)
+        batcher.start()
+        model = fake_model()
+        planes = [torch.rand(h, w) * 100 for h, w in [(1, 1), (30, 17), (8, 8), (5, 41), (64, 64)]]
+        jobs = [batcher.submit(model, p, timeout_s=10) for p in planes]
+        outs = await asyncio.gather(*(j.future for j in jobs))
+        for plane, out in zip(planes, outs, strict=True):
+            assert torch.allclose(out, expected(plane), atol=1e-4)
+        await batcher.stop()
+
+    run(main())
+
+
+def test_concurrent_requests_share_batches() -> None:
+    async def main() -> None:
+        rec = Recorder()
+        rec.gate.clear()  # hold the device so requests pile up, as under load
+        batcher = make_batcher(rec, max_batch_tiles=6)
+        batcher.start()
+        model = fake_model()
+        jobs = [batcher.submit(model, torch.rand(8, 8), timeout_s=10) for _ in range(12)]
+        await asyncio.sleep(0.05)
+        rec.gate.set()
+        await asyncio.gather(*(j.future for j in jobs))
+        assert sum(rec.batches) == 12  # one tile each
+        assert max(rec.batches) == 6  # bounded by max_batch_tiles
+        assert len(rec.batches) <= 4
+        await batcher.stop()
+
+    run(main())
+
+
+def test_idle_device_dispatches_at_once() -> None:
+    async def main() -> None:
+        rec = Recorder()
+        batcher = make_batcher(rec, max_batch_delay_s=5.0)  # a long delay must not apply
+        batcher.start()
+        started = time.monotonic()
+        await batcher.submit(fake_model(), torch.rand(4, 4), timeout_s=10).future
+        assert time.monotonic() - started < 1.0
+        await batcher.stop()
+
+    run(main())
+
+
+def test_a_failing_batch_fails_only_its_requests() -> None:
+    async def main() -> None:
+        rec = Recorder()
+        # Requests are recognisable by value: the poisoned one is all 7s.
+        rec.fail_when = lambda canvas: bool((canvas == 7).all(dim=(1, 2, 3)).any())
+        batcher = make_batcher(rec, max_batch_tiles=1)
+        batcher.start()
+        model = fake_model()
+        good = [batcher.submit(model, torch.full((4, 4), 3.0), timeout_s=10) for _ in range(3)]
+        bad = batcher.submit(model, torch.full((4, 4), 7.0), timeout_s=10)
+        later = batcher.submit(model, torch.full((4, 4), 5.0), timeout_s=10)
+        with pytest.raises(InferenceFailed):
+            await bad.future
+        for job in (*good, later):
+            assert torch.allclose(await job.future, torch.full((8, 8), job.luma[0, 0].item() * 2))
+        # The batcher keeps running after the failure.
+        again = batcher.submit(model, torch.full((2, 2), 1.0), timeout_s=10)
+        assert torch.allclose(await again.future, torch.full((4, 4), 2.0))
+        await batcher.stop()
+
+    run(main())
+
+
+def test_out_of_memory_splits_the_batch_and_retries() -> None:
+    async def main() -> None:
+        rec = Recorder()
+        rec.gate.clear()
+
+        def oom(canvas: torch.Tensor) -> bool:
+            if canvas.shape[0] > 2:
+                raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+            return False
+
+        rec.fail_when = oom
+        batcher = make_batcher(rec, max_batch_tiles=8)
+        batcher.start()
+        model = fake_model()
+        blocker = batcher.submit(model, torch.rand(2, 2), timeout_s=10)
+        await asyncio.sleep(0.02)
+        jobs = [batcher.submit(model, torch.rand(8, 8), timeout_s=10) for _ in range(8)]
+        await asyncio.sleep(0.02)
+        rec.gate.set()
+        await blocker.future
+        for job in jobs:
+            assert torch.allclose(await job.future, expected(job.luma), atol=1e-4)
+        # Tried as 8, split to 4s, then 2s, which succeed: every tile ran exactly once.
+        assert rec.batches[1:] == [8, 4, 2, 2, 4, 2, 2]
+        await batcher.stop()
+
+    run(main())
+
+
+def test_expired_requests_leave_the_queue() -> None:
+    async def main() -> None:
+        rec = Recorder()
+        rec.delay_s = 0.2
+        batcher = make_batcher(rec, max_batch_tiles=1)
+        batcher.start()
+        model = fake_model()
+        first = batcher.submit(model, torch.rand(8, 8), timeout_s=10)
+        late = batcher.submit(model, torch.rand(8, 8), timeout_s=0.05)
+        await first.future
+        with pytest.raises(DeadlineExceeded):
+            await late.future
+        await asyncio.sleep(0.3)
+        assert rec.batches == [1]  # the expired request never reached the device
+        await batcher.stop()
+
+    run(main())
+
+
+def test_cancelled_jobs_cost_nothing() -> None:
+    async def main() -> None:
+        rec = Recorder()
+        rec.gate.clear()
+        batcher = make_batcher(rec, max_batch_tiles=4)
+        batcher.start()
+        model = fake_model()
+        first = batcher.submit(model, torch.rand(8, 8), timeout_s=10)
+        await asyncio.sleep(0.02)
+        dropped = batcher.submit(model, torch.rand(32, 32), timeout_s=10)  # 16 tiles
+        kept = batcher.submit(model, torch.rand(8, 8), timeout_s=10)
+        batcher.cancel(dropped)
+        rec.gate.set()
+        await first.future
+        await kept.future
+        assert sum(rec.batches) == 2
+        await batcher.stop()
+
+    run(main())
+
+
+def test_batches_never_mix_models() -> None:
+    async def main() -> None:
+        rec = Recorder()
+        rec.gate.clear()
+        seen: list[set[str]] = []
+        batcher = make_batcher(rec, on_batch=lambda s: seen.append({s.model.method}))
+        batcher.start()
+        a, b = fake_model("a"), fake_model("b")
+        blocker = batcher.submit(a, torch.rand(2, 2), timeout_s=10)
+        await asyncio.sleep(0.02)
+        jobs = [batcher.submit(m, torch.rand(8, 8), timeout_s=10) for m in (a, b, a, b, a)]
+        rec.gate.set()
+        await blocker.future
+        await asyncio.gather(*(j.future for j in jobs))
+        assert rec.batches[1:] == [3, 2] or rec.batches[1:] == [2, 3]
+        await batcher.stop()
+
+    run(main())
+
+
+def test_stats_report_each_batch() -> None:
+    async def main() -> None:
+        stats: list[BatchStats] = []
+        batcher = make_batcher(Recorder(), on_batch=stats.append)
+        batcher.start()
+        await batcher.submit(fake_model(), torch.rand(16, 8), timeout_s=10).future
+        assert sum(s.tiles for s in stats) == 2 and all(s.seconds >= 0 for s in stats)
+        assert batcher.tiles_per_second > 0
+        await batcher.stop()
+
+    run(main())
