@@ -182,9 +182,11 @@ class Batcher:
         return job
 
     def cancel(self, job: Job) -> None:
-        """Drop a job: its queued tiles are skipped when the next batch is formed."""
+        """Drop a job: its queued tiles leave the queue now; tiles already sealed into a
+        batch are skipped on the device thread."""
         if not job.done:
             job.future.cancel()
+        self._queue = collections.deque(w for w in self._queue if w.job is not job)
 
     # -- scheduling --------------------------------------------------------------------------
 

@@ -1,0 +1,192 @@
+"""Admission, deadlines, disconnects and draining, through real HTTP where it matters."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+import torch
+import uvicorn
+from fastapi.testclient import TestClient
+
+import service.inference
+from service.app import create_app
+from service.config import REPO_ROOT, Settings
+from service.runtime import Runtime
+
+from .conftest import SHIPPED_STORE, decode, image_bytes
+from .test_api_upscale import assert_problem, post
+
+
+@pytest.fixture
+def gate(monkeypatch: pytest.MonkeyPatch) -> threading.Event:
+    """Holds every batch on the device until set: a slow model on demand."""
+    opened = threading.Event()
+    real = service.inference.run_network
+
+    def gated(model: Any, batch: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        opened.wait(30)
+        return real(model, batch, mask)
+
+    monkeypatch.setattr(service.inference, "run_network", gated)
+    return opened
+
+
+def runtime_of(client: TestClient) -> Runtime:
+    runtime: Runtime = client.app.state.runtime  # type: ignore[attr-defined]
+    return runtime
+
+
+def wait_until(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        time.sleep(0.01)
+
+
+def test_concurrent_mixed_sizes_return_the_sequential_pixels(client: TestClient) -> None:
+    sizes = [(7, 5), (130, 90), (1, 1), (64, 64), (33, 201), (96, 96), (2, 40), (150, 149)]
+    bodies = [image_bytes("RGB", s) for s in sizes]
+    sequential = [post(client, b, scale=3, method="espcn").content for b in bodies]
+    with ThreadPoolExecutor(8) as pool:
+        concurrent = list(pool.map(lambda b: post(client, b, scale=3, method="espcn").content, bodies))
+    for a, b, size in zip(sequential, concurrent, sizes, strict=True):
+        pa, pb = np.asarray(decode(a)).astype(int), np.asarray(decode(b)).astype(int)
+        assert pa.shape[:2] == (size[1] * 3, size[0] * 3)
+        assert np.abs(pa - pb).max() <= 1 and (pa != pb).mean() < 1e-3
+
+
+def test_full_queue_answers_503_at_once(gate: threading.Event, make_client: Callable[..., TestClient]) -> None:
+    client = make_client(max_queue=2)
+    runtime = runtime_of(client)
+    with ThreadPoolExecutor(2) as pool:
+        held = [pool.submit(post, client, image_bytes(), scale=2) for _ in range(2)]
+        wait_until(lambda: runtime.lifecycle.inflight == 2)
+        started = time.monotonic()
+        refused = post(client, image_bytes(size=(300, 300)), scale=2)
+        assert time.monotonic() - started < 1.0
+        assert_problem(refused, 503, "overloaded")
+        assert int(refused.headers["retry-after"]) >= 1
+        gate.set()
+        assert [f.result().status_code for f in held] == [200, 200]
+    assert post(client, image_bytes()).status_code == 200  # and it recovers
+    metrics = client.get("/metrics").text
+    assert 'sr_rejected_requests_total{reason="overloaded"} 1.0' in metrics
+
+
+def test_deadline_answers_504_and_the_server_goes_on(
+    gate: threading.Event, make_client: Callable[..., TestClient]
+) -> None:
+    client = make_client(request_timeout_s=0.3)
+    assert_problem(post(client, image_bytes(), scale=2), 504, "deadline_exceeded")
+    gate.set()
+    assert post(client, image_bytes(), scale=2).status_code == 200
+    assert runtime_of(client).batcher.queued_tiles == 0
+
+
+def test_classical_methods_need_no_device(gate: threading.Event, make_client: Callable[..., TestClient]) -> None:
+    client = make_client(request_timeout_s=0.3)
+    assert post(client, image_bytes(), method="bicubic").status_code == 200
+
+
+@pytest.fixture
+def live_server(gate: threading.Event) -> Iterator[tuple[str, Runtime]]:
+    """uvicorn on a free port in a thread: real sockets, so a client can really hang up."""
+    app = create_app(Settings(model_store=SHIPPED_STORE, device="cpu", warmup=False))
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    wait_until(lambda: server.started)
+    yield f"http://127.0.0.1:{port}", app.state.runtime
+    gate.set()
+    server.should_exit = True
+    thread.join(10)
+
+
+def test_disconnect_drops_queued_work(live_server: tuple[str, Runtime], gate: threading.Event) -> None:
+    url, runtime = live_server
+    host, port = url.removeprefix("http://").split(":")
+    body = image_bytes(size=(400, 300))
+    # Two requests: the first holds the device (gated), the second waits in the queue.
+    with httpx.Client(base_url=url, timeout=30) as keeper:
+        holder = threading.Thread(
+            target=lambda: keeper.post("/v1/upscale?scale=2", content=image_bytes(), headers={"Content-Type": "image/png"})
+        )
+        holder.start()
+        wait_until(lambda: runtime.lifecycle.inflight == 1)
+        raw = socket.create_connection((host, int(port)))
+        head = (
+            f"POST /v1/upscale?scale=2 HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        ).encode()
+        raw.sendall(head + body)
+        wait_until(lambda: runtime.batcher.queued_tiles > 0)
+        raw.close()  # the client hangs up while its tiles wait
+        wait_until(lambda: runtime.batcher.queued_tiles == 0)
+        wait_until(lambda: runtime.lifecycle.inflight == 1)
+        metrics = httpx.get(url + "/metrics").text
+        assert 'sr_requests_total{method="espcn",scale="2",status="499"} 1.0' in metrics
+        gate.set()
+        holder.join(30)
+
+
+def test_sigterm_drains_then_exits(tmp_path: Any) -> None:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    env = {**os.environ, "SR_LOG_LEVEL": "WARNING", "SR_DRAIN_DELAY_S": "0.5"}
+    log = (tmp_path / "server.log").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "service", "--port", str(port)],
+        cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: _ok(url + "/readyz"), timeout_s=60)
+        # A request long enough to be in flight when SIGTERM arrives: x4 of 700x700, PNG.
+        big = image_bytes(size=(700, 700))
+        result: dict[str, httpx.Response] = {}
+        slow = threading.Thread(
+            target=lambda: result.setdefault(
+                "r", httpx.post(url + "/v1/upscale?scale=4", content=big,
+                                headers={"Content-Type": "image/png"}, timeout=60)
+            )
+        )
+        slow.start()
+        wait_until(lambda: "sr_inflight_requests 1.0" in httpx.get(url + "/metrics").text)
+        proc.send_signal(signal.SIGTERM)
+        wait_until(lambda: httpx.get(url + "/readyz").status_code == 503)
+        refused = httpx.post(url + "/v1/upscale", content=image_bytes(), headers={"Content-Type": "image/png"})
+        assert_problem(refused, 503, "draining")
+        slow.join(60)
+        assert result["r"].status_code == 200
+        assert decode(result["r"].content).size == (2800, 2800)
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+def _ok(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
