@@ -58,6 +58,8 @@ class Metrics:
     encode_duration: Histogram
     model_info: Gauge
     device_memory: Gauge
+    ready: Gauge
+    admission_limit: Gauge
 
 
 def build_metrics(
@@ -105,6 +107,10 @@ def build_metrics(
         device_memory=Gauge(
             "sr_device_memory_bytes", "CUDA memory by kind (allocated, reserved).",
             ("device", "kind"), registry=registry,
+        ),
+        ready=Gauge("sr_ready", "1 when models are warm and the server is not draining.", registry=registry),
+        admission_limit=Gauge(
+            "sr_admission_limit", "Requests admitted at once before 503 (SR_MAX_QUEUE).", registry=registry
         ),
     )
     ProcessCollector(registry=registry)

@@ -80,6 +80,7 @@ class Runtime:
             on_batch=functools.partial(_observe_batch, metrics),
         )
         metrics.queue_depth.set_function(lambda: batcher.queued_tiles)
+        metrics.admission_limit.set(settings.max_queue)
         runtime = cls(
             settings=settings,
             device=device,
@@ -90,6 +91,8 @@ class Runtime:
             metrics=metrics,
         )
         runtime.lifecycle.idle.set()
+        lifecycle = runtime.lifecycle
+        metrics.ready.set_function(lambda: float(lifecycle.ready and not lifecycle.draining))
         batcher.start()
         return runtime
 

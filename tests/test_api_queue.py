@@ -17,15 +17,13 @@ import httpx
 import numpy as np
 import pytest
 import torch
-import uvicorn
 from fastapi.testclient import TestClient
 
 import service.inference
-from service.app import create_app
 from service.config import REPO_ROOT, Settings
 from service.runtime import Runtime
 
-from .conftest import SHIPPED_STORE, decode, image_bytes
+from .conftest import SHIPPED_STORE, LiveServer, decode, image_bytes, wait_until
 from .test_api_upscale import assert_problem, post
 
 
@@ -46,14 +44,6 @@ def gate(monkeypatch: pytest.MonkeyPatch) -> threading.Event:
 def runtime_of(client: TestClient) -> Runtime:
     runtime: Runtime = client.app.state.runtime  # type: ignore[attr-defined]
     return runtime
-
-
-def wait_until(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.01)
 
 
 def test_concurrent_mixed_sizes_return_the_sequential_pixels(client: TestClient) -> None:
@@ -103,19 +93,9 @@ def test_classical_methods_need_no_device(gate: threading.Event, make_client: Ca
 
 @pytest.fixture
 def live_server(gate: threading.Event) -> Iterator[tuple[str, Runtime]]:
-    """uvicorn on a free port in a thread: real sockets, so a client can really hang up."""
-    app = create_app(Settings(model_store=SHIPPED_STORE, device="cpu", warmup=False))
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    wait_until(lambda: server.started)
-    yield f"http://127.0.0.1:{port}", app.state.runtime
-    gate.set()
-    server.should_exit = True
-    thread.join(10)
+    with LiveServer(Settings(model_store=SHIPPED_STORE, device="cpu", warmup=False)) as live:
+        yield live.url, live.app.state.runtime
+        gate.set()
 
 
 def test_disconnect_drops_queued_work(live_server: tuple[str, Runtime], gate: threading.Event) -> None:
