@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install install-test serve test bench evaluate clean
+.PHONY: install install-test system-test-deps serve test bench evaluate clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,10 +25,18 @@ install: $(VENV)/.installed
 
 install-test: $(VENV)/.installed-test
 
+# The Prometheus integration test needs Debian's prometheus; install it when we may.
+system-test-deps:
+	@command -v prometheus >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing Debian prometheus for the integration test"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
+	  else echo "prometheus not installed: its integration test will be skipped"; fi; }
+
 serve: install
 	$(BIN)/python -m service --host $(HOST) --port $(PORT)
 
-test: install-test
+test: install-test system-test-deps
 	$(BIN)/python -m pytest -q
 
 bench: install-test

@@ -64,7 +64,9 @@ def stack(tmp_path: Path) -> Iterator[tuple[str, str]]:
         config["global"]["scrape_interval"] = "1s"
         config["global"]["evaluation_interval"] = "1s"
         config["rule_files"] = [str(DEPLOY / "prometheus" / "alerts.yml")]
-        config["scrape_configs"][0]["static_configs"] = [{"targets": [f"127.0.0.1:{service.port}"]}]
+        job = config["scrape_configs"][0]
+        job.pop("dns_sd_configs")  # compose's DNS name -> this test's port
+        job["static_configs"] = [{"targets": [f"127.0.0.1:{service.port}"]}]
         (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
         port = free_port()
         log = (tmp_path / "prometheus.log").open("wb")
