@@ -13,6 +13,7 @@ from fastapi import FastAPI
 
 from service.app import create_app
 from service.config import Settings
+from service.logs import configure_logging
 
 log = logging.getLogger("service")
 
@@ -56,9 +57,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=settings.port)
     args = parser.parse_args(argv)
     settings = settings.model_copy(update={"host": args.host, "port": args.port})
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(settings.log_level)
     app = create_app(settings)
     # One process per device: the models and the batch queue live in this process.
     config = uvicorn.Config(
@@ -66,6 +65,8 @@ def main(argv: list[str] | None = None) -> None:
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level.lower(),
+        log_config=None,  # keep our JSON handler
+        access_log=False,  # one structured line per request comes from the handler
         timeout_graceful_shutdown=int(settings.request_timeout_s) + 5,
     )
     DrainingServer(config, app, settings).run()

@@ -160,6 +160,9 @@ def main(argv: list[str] | None = None) -> None:
         "history": {"loss_step": [], "loss": [], "val_step": [], "val_psnr": []},
     }
     history = meta["history"]
+    # The command line wins over a resumed checkpoint's per-group settings.
+    optimizer.param_groups[0]["lr_factor"] = 1.0
+    optimizer.param_groups[1]["lr_factor"] = args.last_layer_lr_factor
     if args.export:
         args.steps = meta["step"]
     print(f"{name}: {count_parameters(model)} parameters, {macs_per_lr_pixel(model)} MACs/LR px")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -13,6 +14,7 @@ from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
 from service.api.deps import ApiKey, RuntimeDep
+from service.api.request_id import request_id_of
 from service.batching import Job
 from service.errors import (
     ClientDisconnected,
@@ -30,6 +32,7 @@ from service.pipeline import classical_upscale, merge_from_model, split_for_mode
 from service.runtime import Runtime
 
 router = APIRouter(prefix="/v1", tags=["upscale"])
+access_log = logging.getLogger("service.access")
 
 SCALES = (2, 3, 4)
 _RAW_TYPES = ("application/octet-stream", "application/x-www-form-urlencoded", "")
@@ -176,25 +179,42 @@ async def upscale(
     started = time.monotonic()
     labels = {"method": "invalid", "scale": "invalid"}
     metrics = runtime.metrics
+    record: dict[str, object] = {
+        "request_id": request_id_of(request.scope), "method": method, "scale": scale
+    }
     try:
         params = _validate(runtime, scale, method, format, quality, align_corners)
         labels = {"method": params.method, "scale": str(params.scale)}
         async with runtime.admission() as deadline:
-            response, output_pixels = await _serve(runtime, request, params, deadline, started)
+            response = await _serve(runtime, request, params, deadline, started, record)
     except ServiceError as error:
         metrics.requests.labels(**labels, status=str(error.status)).inc()
         if error.code in REJECTION_REASONS:
             metrics.rejected.labels(reason=error.code).inc()
+        record.update(status=error.status, code=error.code, total_ms=_ms(time.monotonic() - started))
+        access_log.info("upscale %s", error.status, extra=record)
         raise
+    duration = time.monotonic() - started
     metrics.requests.labels(**labels, status="200").inc()
-    metrics.request_duration.labels(**labels).observe(time.monotonic() - started)
-    metrics.output_pixels.labels(**labels).inc(output_pixels)
+    metrics.request_duration.labels(**labels).observe(duration)
+    metrics.output_pixels.labels(**labels).inc(record["output_pixels"])  # type: ignore[arg-type]
+    record.update(status=200, total_ms=_ms(duration))
+    access_log.info("upscale 200", extra=record)
     return response
 
 
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000, 2)
+
+
 async def _serve(
-    runtime: Runtime, request: Request, params: UpscaleParams, deadline: float, started: float
-) -> tuple[Response, int]:
+    runtime: Runtime,
+    request: Request,
+    params: UpscaleParams,
+    deadline: float,
+    started: float,
+    record: dict[str, object],
+) -> Response:
     settings, metrics = runtime.settings, runtime.metrics
     data = await _image_bytes(request, settings.max_upload_bytes)
     read_at = time.monotonic()
@@ -255,5 +275,14 @@ async def _serve(
             "total": finished - started,
         }
     )
-    response = Response(body, media_type=MEDIA_TYPES[out_format], headers=headers)
-    return response, int(pixels.shape[0] * pixels.shape[1])
+    record.update(
+        input=f"{decoded.width}x{decoded.height}",
+        output=f"{pixels.shape[1]}x{pixels.shape[0]}",
+        output_pixels=int(pixels.shape[0] * pixels.shape[1]),
+        format=out_format,
+        decode_ms=_ms(decoded_at - read_at),
+        queue_ms=_ms(queue_s),
+        infer_ms=_ms(infer_s),
+        encode_ms=_ms(finished - inferred_at),
+    )
+    return Response(body, media_type=MEDIA_TYPES[out_format], headers=headers)

@@ -1,0 +1,33 @@
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+from fastapi.testclient import TestClient
+
+from service.logs import JsonFormatter
+
+from .conftest import image_bytes
+
+
+def test_formatter_writes_one_json_object_with_extra_fields() -> None:
+    record = logging.makeLogRecord({"msg": "upscale %s", "args": (200,), "levelname": "INFO",
+                                    "name": "service.access", "request_id": "r1", "queue_ms": 1.5})
+    line = JsonFormatter().format(record)
+    entry = json.loads(line)
+    assert "\n" not in line
+    assert entry["message"] == "upscale 200" and entry["request_id"] == "r1" and entry["queue_ms"] == 1.5
+
+
+def test_one_structured_line_per_request(client: TestClient, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, logger="service.access"):
+        client.post("/v1/upscale?scale=3", content=image_bytes(size=(20, 10)),
+                    headers={"Content-Type": "image/png", "X-Request-ID": "req-42"})
+        client.post("/v1/upscale?scale=3", content=b"junk", headers={"X-Request-ID": "req-43"})
+    ok, bad = [r for r in caplog.records if r.name == "service.access"]
+    assert ok.request_id == "req-42" and ok.status == 200  # type: ignore[attr-defined]
+    assert ok.input == "20x10" and ok.output == "60x30"  # type: ignore[attr-defined]
+    for field in ("queue_ms", "infer_ms", "encode_ms", "total_ms"):
+        assert getattr(ok, field) >= 0
+    assert bad.request_id == "req-43" and bad.status == 400 and bad.code == "invalid_image"  # type: ignore[attr-defined]
