@@ -23,8 +23,8 @@ class Settings(BaseSettings):
     model_store: Path = REPO_ROOT / "model_store"
 
     # Batching and admission.
-    max_batch_size: int = Field(8, ge=1, description="tiles per batch")
-    tile_size: int = Field(96, ge=16, description="LR side of a tile's centre, in pixels")
+    max_batch_size: int = Field(4, ge=1, description="tiles per batch")
+    tile_size: int = Field(128, ge=16, description="LR side of a tile's centre, in pixels")
     max_batch_delay_ms: float = Field(2.0, ge=0)
     max_queue: int = Field(64, ge=1, description="requests waiting for the model")
     request_timeout_s: float = Field(30.0, gt=0)

@@ -160,6 +160,11 @@ def main(argv: list[str] | None = None) -> None:
         "history": {"loss_step": [], "loss": [], "val_step": [], "val_psnr": []},
     }
     history = meta["history"]
+    argv_now = argv if argv is not None else _argv()
+    segments = meta.setdefault("segments", [])
+    if not args.export and (not segments or segments[-1]["argv"] != argv_now):
+        # A resumed run may change the schedule: the card lists every command and its start.
+        segments.append({"from_step": meta["step"], "argv": argv_now})
     # The command line wins over a resumed checkpoint's per-group settings.
     optimizer.param_groups[0]["lr_factor"] = 1.0
     optimizer.param_groups[1]["lr_factor"] = args.last_layer_lr_factor
@@ -199,13 +204,18 @@ def main(argv: list[str] | None = None) -> None:
             history["val_psnr"].append(validate(model, args.scale))
             bar.write(f"step {done}: Set5 PSNR {history['val_psnr'][-1]:.3f} dB")
         if done % args.checkpoint_every == 0 or done == args.steps:
-            meta = {"step": done, "seconds": time.monotonic() - started, "history": history}
+            meta = {"step": done, "seconds": time.monotonic() - started, "history": history,
+                    "segments": segments}
             save_checkpoint(checkpoint, model, optimizer, meta)
     seconds = time.monotonic() - started
     training = {
         "data": [f"train/{s}" for s in TRAIN_SETS],
         "command": "python -m service.train "
         + " ".join(a for a in (argv if argv is not None else _argv()) if a != "--export"),
+        "segments": [
+            {"from_step": seg["from_step"], "command": "python -m service.train " + " ".join(seg["argv"])}
+            for seg in segments
+        ],
         "steps": args.steps,
         "batch_size": args.batch_size,
         "hr_patch_px": args.patch * args.scale,

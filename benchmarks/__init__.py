@@ -1,0 +1,1 @@
+"""Benchmarks: they print numbers and write JSON; they assert nothing about speed."""
