@@ -33,6 +33,8 @@ ENV PATH=/opt/venv/bin:$PATH \
 RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin subpixel
 COPY --from=build /opt/venv /opt/venv
 COPY model_store /app/model_store
+# Readable by the service user whatever the build context's file modes were.
+RUN chmod -R a+rX /app/model_store
 WORKDIR /app
 USER 10001
 EXPOSE 8000

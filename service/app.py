@@ -9,7 +9,8 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from service import __version__
-from service.api import health, metrics, models, upscale
+from service.api import health, methods, metrics, models, upscale
+from service.calibration import calibrate
 from service.api.problems import install_problem_handlers
 from service.api.request_id import RequestIdMiddleware
 from service.config import Settings
@@ -28,6 +29,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             if settings.warmup:
                 await runtime.in_codec_pool(runtime.warm_up)
+            if settings.calibrate:
+                runtime.costs = await calibrate(runtime)
             runtime.lifecycle.ready = True
             log.info("ready on %s (%s)", runtime.device, runtime.dtype)
             yield
@@ -44,6 +47,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_problem_handlers(app)
     app.add_middleware(RequestIdMiddleware)
-    for module in (upscale, models, health, metrics):
+    for module in (upscale, methods, models, health, metrics):
         app.include_router(module.router)
     return app

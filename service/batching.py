@@ -31,6 +31,7 @@ import torch
 
 from service.errors import DeadlineExceeded, ServiceError
 from service.models.resident import ResidentModel
+from service.inference import crop_borders, extend_borders
 from service.tiling import Tile, assemble, place, plan_tiles, window_of
 
 log = logging.getLogger(__name__)
@@ -165,13 +166,14 @@ class Batcher:
     def submit(self, model: ResidentModel, luma: torch.Tensor, timeout_s: float) -> Job:
         """Queue a plane; await ``job.future`` for the (rH, rW) result."""
         now = time.monotonic()
-        tiles = plan_tiles(luma.shape[0], luma.shape[1], self.tile_size, model.halo)
+        padded = extend_borders(luma, model.halo)
+        tiles = plan_tiles(padded.shape[0], padded.shape[1], self.tile_size, model.halo)
         r = model.scale
         job = Job(
             model=model,
-            luma=luma,
+            luma=padded,
             tiles=tiles,
-            output=torch.empty(luma.shape[0] * r, luma.shape[1] * r),
+            output=torch.empty(padded.shape[0] * r, padded.shape[1] * r),
             future=asyncio.get_running_loop().create_future(),
             enqueued_at=now,
             deadline=now + timeout_s,
@@ -324,7 +326,7 @@ class Batcher:
                 continue
             job.remaining -= 1
             if job.remaining == 0:
-                job.future.set_result(job.output)
+                job.future.set_result(crop_borders(job.output, job.model.halo * job.model.scale))
         if self._queue:
             self._work.set()
 

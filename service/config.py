@@ -48,6 +48,10 @@ class Settings(BaseSettings):
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     warmup: bool = True
+    auto_min_gain_db: float = Field(
+        0.2, description="auto: below this predicted gain over bicubic, a network is not worth it"
+    )
+    calibrate: bool = Field(True, description="time every method at start-up for the cost model")
 
     @field_validator("api_keys", mode="before")
     @classmethod

@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 # Attributes every LogRecord has; anything else came in through ``extra=`` and is a field.
-_STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+_STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "color_message"}
 
 
 class JsonFormatter(logging.Formatter):

@@ -17,6 +17,8 @@ import torch
 from prometheus_client import CollectorRegistry
 
 from service.batching import Batcher, BatchStats, retry_after_s
+from service.choice import CostModel, QualityTable
+from service.gain import GainModel, load_gain_models
 from service.config import Settings
 from service.device import resolve_device, resolve_dtype
 from service.errors import Draining, Overloaded
@@ -48,6 +50,9 @@ class Runtime:
     batcher: Batcher
     codec_pool: ThreadPoolExecutor
     metrics: Metrics
+    quality: QualityTable
+    costs: CostModel = field(default_factory=CostModel)
+    gain_models: dict[int, GainModel] = field(default_factory=load_gain_models)
     lifecycle: Lifecycle = field(default_factory=Lifecycle)
 
     @classmethod
@@ -89,6 +94,9 @@ class Runtime:
             batcher=batcher,
             codec_pool=ThreadPoolExecutor(settings.codec_threads, thread_name_prefix="codec"),
             metrics=metrics,
+            quality=QualityTable.load(
+                [(m.method, m.scale, m.card.raw.get("benchmarks", {})) for m in models]
+            ),
         )
         runtime.lifecycle.idle.set()
         lifecycle = runtime.lifecycle

@@ -30,6 +30,7 @@ from torch import nn
 from tqdm import tqdm
 
 from service.checkpoint import load_checkpoint, save_checkpoint
+from service.inference import upscale_plane
 from service.datasets import TRAIN_SETS, TrainImage, eval_pairs, load_y, train_images
 from service.models.registry import ARCHITECTURES, count_parameters, macs_per_lr_pixel
 from service.models.store import write_model_dir
@@ -109,8 +110,8 @@ def validate(model: nn.Module, scale: int) -> float:
     scores = []
     with torch.inference_mode():
         for pair in eval_pairs("Set5", scale):
-            lr = load_y(pair.lr_path).float()[None, None] / 255.0
-            sr = model(lr).clamp(0, 1)[0, 0].double() * 255.0
+            lr = load_y(pair.lr_path).float() / 255.0
+            sr = upscale_plane(model, lr).clamp(0, 1).double() * 255.0
             scores.append(psnr(load_y(pair.hr_path), sr.round(), border=scale))
     model.train()
     return sum(scores) / len(scores)

@@ -57,7 +57,10 @@ def decode(data: bytes) -> Image.Image:
 @pytest.fixture
 def make_settings(tmp_path: Path) -> Callable[..., Settings]:
     def factory(**overrides: Any) -> Settings:
-        values: dict[str, Any] = {"model_store": SHIPPED_STORE, "device": "cpu", "codec_threads": 2}
+        # Calibration times every method at start-up (seconds); the tests that need the cost
+        # model turn it on.
+        values: dict[str, Any] = {"model_store": SHIPPED_STORE, "device": "cpu", "codec_threads": 2,
+                                  "calibrate": False}
         values.update(overrides)
         return Settings(**values)
 
@@ -82,7 +85,7 @@ def make_client(make_settings: Callable[..., Settings]) -> Iterator[Callable[...
 @pytest.fixture(scope="module")
 def client() -> Iterator[TestClient]:
     """One app on the shipped models, shared by a module's read-only tests."""
-    settings = Settings(model_store=SHIPPED_STORE, device="cpu", codec_threads=2)
+    settings = Settings(model_store=SHIPPED_STORE, device="cpu", codec_threads=2, calibrate=False)
     with TestClient(create_app(settings)) as c:
         yield c
 

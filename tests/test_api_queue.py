@@ -93,7 +93,7 @@ def test_classical_methods_need_no_device(gate: threading.Event, make_client: Ca
 
 @pytest.fixture
 def live_server(gate: threading.Event) -> Iterator[tuple[str, Runtime]]:
-    with LiveServer(Settings(model_store=SHIPPED_STORE, device="cpu", warmup=False)) as live:
+    with LiveServer(Settings(model_store=SHIPPED_STORE, device="cpu", warmup=False, calibrate=False)) as live:
         yield live.url, live.app.state.runtime
         gate.set()
 

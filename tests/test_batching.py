@@ -237,3 +237,32 @@ def test_stats_report_each_batch() -> None:
         await batcher.stop()
 
     run(main())
+
+
+def test_batched_tiles_equal_whole_plane_inference_on_a_shipped_model() -> None:
+    from service.inference import upscale_plane
+    from service.models.resident import ModelSet
+
+    from .conftest import SHIPPED_STORE
+
+    models = ModelSet.load(SHIPPED_STORE, torch.device("cpu"), torch.float32)
+
+    async def main() -> None:
+        batcher = Batcher(torch.device("cpu"), max_batch_tiles=3, tile_size=24, max_batch_delay_s=0.001)
+        batcher.start()
+        planes = [torch.rand(h, w, generator=torch.Generator().manual_seed(h * w)) * 255
+                  for h, w in [(1, 1), (3, 70), (50, 50), (61, 29), (24, 24)]]
+        for method in ("espcn", "deconv"):
+            for scale in (2, 3, 4):
+                model = models.get(method, scale)
+                assert model is not None
+                jobs = [batcher.submit(model, p, timeout_s=30) for p in planes]
+                for plane, job in zip(planes, jobs, strict=True):
+                    out = await job.future
+                    with torch.no_grad():
+                        whole = upscale_plane(model.module, plane / 255).clamp(0, 1) * 255
+                    assert out.shape == whole.shape
+                    assert (out - whole).abs().max().item() / 255 <= 1e-4
+        await batcher.stop()
+
+    run(main())

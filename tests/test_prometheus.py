@@ -59,7 +59,7 @@ def test_dashboard_json_is_built_from_its_code() -> None:
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[tuple[str, str]]:
     assert PROMETHEUS is not None
-    with LiveServer(Settings(model_store=SHIPPED_STORE, device="cpu")) as service:
+    with LiveServer(Settings(model_store=SHIPPED_STORE, device="cpu", calibrate=False)) as service:
         config = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
         config["global"]["scrape_interval"] = "1s"
         config["global"]["evaluation_interval"] = "1s"

@@ -7,6 +7,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from fastapi import APIRouter, Query, Request, Response
@@ -14,6 +15,7 @@ from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
 from service.api.deps import ApiKey, RuntimeDep
+from service.api.methods import ChooseRequest, choice_for
 from service.api.request_id import request_id_of
 from service.batching import Job
 from service.errors import (
@@ -26,7 +28,9 @@ from service.errors import (
     UnsupportedMediaType,
 )
 from service.metrics import REJECTION_REASONS
-from service.imaging import MEDIA_TYPES, OUTPUT_FORMATS, decode, encode
+from service.color import rgb_to_y
+from service.gain import detail_energy
+from service.imaging import MEDIA_TYPES, OUTPUT_FORMATS, DecodedImage, decode, encode
 from service.operators import CLASSICAL_METHODS
 from service.pipeline import classical_upscale, merge_from_model, split_for_model
 from service.runtime import Runtime
@@ -35,6 +39,7 @@ router = APIRouter(prefix="/v1", tags=["upscale"])
 access_log = logging.getLogger("service.access")
 
 SCALES = (2, 3, 4)
+AUTO = "auto"
 _RAW_TYPES = ("application/octet-stream", "application/x-www-form-urlencoded", "")
 _FORMAT_ALIASES = {"jpg": "jpeg", "png": "png", "jpeg": "jpeg", "webp": "webp"}
 
@@ -46,15 +51,23 @@ class UpscaleParams:
     format: str | None
     quality: int | None
     align_corners: bool
+    auto: AutoParams | None = None
+
+
+@dataclass(frozen=True)
+class AutoParams:
+    max_latency_ms: float | None
+    min_psnr_db: float | None
+    objective: Literal["quality", "speed"]
 
 
 def _validate(runtime: Runtime, scale: int, method: str, fmt: str | None, quality: int | None,
-              align_corners: bool) -> UpscaleParams:
+              align_corners: bool, auto: AutoParams | None = None) -> UpscaleParams:
     learned = runtime.models.methods()
-    known = list(CLASSICAL_METHODS) + sorted(learned)
+    known = list(CLASSICAL_METHODS) + sorted(learned) + [AUTO]
     if method not in known:
         raise InvalidParameter(f"method must be one of {', '.join(known)}, got {method!r}")
-    offered = SCALES if method in CLASSICAL_METHODS else tuple(learned[method])
+    offered = SCALES if method in (*CLASSICAL_METHODS, AUTO) else tuple(learned[method])
     if scale not in offered:
         listed = ", ".join(map(str, offered))
         raise InvalidParameter(f"scale must be one of {listed} for {method}, got {scale}")
@@ -64,7 +77,7 @@ def _validate(runtime: Runtime, scale: int, method: str, fmt: str | None, qualit
         fmt = _FORMAT_ALIASES[fmt.lower()]
     if quality is not None and not 1 <= quality <= 100:
         raise InvalidParameter(f"quality must be between 1 and 100, got {quality}")
-    return UpscaleParams(scale, method, fmt, quality, align_corners)
+    return UpscaleParams(scale, method, fmt, quality, align_corners, auto if method == AUTO else None)
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -125,6 +138,28 @@ def _output_format(params: UpscaleParams, accept: str, input_format: str) -> str
 
 
 
+async def _auto(runtime: Runtime, params: UpscaleParams, decoded: DecodedImage, fmt: str) -> tuple[str, str]:
+    """The method-choice policy for this image; when nothing fits, the fastest method, said so."""
+    assert params.auto is not None
+    energy = await runtime.in_codec_pool(_detail_energy, decoded)
+    choice = choice_for(runtime, ChooseRequest(
+        width=decoded.width, height=decoded.height, scale=params.scale,
+        max_latency_ms=params.auto.max_latency_ms, min_psnr_db=params.auto.min_psnr_db,
+        objective=params.auto.objective, format=fmt,
+    ), energy)
+    if choice.method is not None:
+        return choice.method, f"chosen; {choice.reason}"
+    timed = [c for c in choice.candidates if c.predicted_latency_ms is not None]
+    fastest = min(timed, key=lambda c: c.predicted_latency_ms or 0.0).method if timed else "bicubic"
+    return fastest, f"fallback to the fastest; {choice.reason}"
+
+
+def _detail_energy(decoded: DecodedImage) -> float:
+    planes = torch.from_numpy(decoded.pixels).permute(2, 0, 1).to(torch.float32)
+    luma = planes[0] if decoded.mode in ("L", "LA") else rgb_to_y(planes[:3])
+    return detail_energy(luma)
+
+
 async def _await_job(runtime: Runtime, job: Job, request: Request, deadline: float) -> torch.Tensor:
     """Wait for the batcher, the deadline, or the client hanging up, whichever comes first."""
     disconnect = asyncio.ensure_future(_disconnected(request))
@@ -174,6 +209,9 @@ async def upscale(
     format: str | None = Query(None, description="png, jpeg or webp; default from Accept or the input"),
     quality: int | None = Query(None, description="JPEG/WebP quality 1..100"),
     align_corners: bool = Query(False, description="bilinear/bicubic corner alignment"),
+    max_latency_ms: float | None = Query(None, gt=0, description="auto: latency budget"),
+    min_psnr_db: float | None = Query(None, ge=0, description="auto: quality floor (Set14 PSNR)"),
+    objective: Literal["quality", "speed"] = Query("quality", description="auto: what to maximise"),
 ) -> Response:
     """Upscale the image in the body (raw bytes or multipart field ``image``)."""
     started = time.monotonic()
@@ -183,7 +221,8 @@ async def upscale(
         "request_id": request_id_of(request.scope), "method": method, "scale": scale
     }
     try:
-        params = _validate(runtime, scale, method, format, quality, align_corners)
+        params = _validate(runtime, scale, method, format, quality, align_corners,
+                           AutoParams(max_latency_ms, min_psnr_db, objective))
         labels = {"method": params.method, "scale": str(params.scale)}
         async with runtime.admission() as deadline:
             response = await _serve(runtime, request, params, deadline, started, record)
@@ -227,15 +266,21 @@ async def _serve(
     )
     decoded_at = time.monotonic()
     metrics.decode_duration.observe(decoded_at - read_at)
-    headers = {"X-SR-Method": params.method, "X-SR-Scale": str(params.scale)}
-    if params.method in CLASSICAL_METHODS:
+    out_format = _output_format(params, request.headers.get("accept", ""), decoded.format)
+    method = params.method
+    headers: dict[str, str] = {}
+    if params.auto is not None:
+        method, headers["X-SR-Auto"] = await _auto(runtime, params, decoded, out_format)
+        record["chosen"] = method
+    headers.update({"X-SR-Method": method, "X-SR-Scale": str(params.scale)})
+    if method in CLASSICAL_METHODS:
         pixels = await runtime.in_codec_pool(
-            classical_upscale, decoded.pixels, params.scale, params.method,
+            classical_upscale, decoded.pixels, params.scale, method,
             align_corners=params.align_corners,
         )
         queue_s, infer_s = 0.0, time.monotonic() - decoded_at
     else:
-        model = runtime.models.get(params.method, params.scale)
+        model = runtime.models.get(method, params.scale)
         assert model is not None  # _validate checked the offer
         headers["X-SR-Model"] = model.ref
         model_input = await runtime.in_codec_pool(
@@ -246,10 +291,9 @@ async def _serve(
         pixels = await runtime.in_codec_pool(merge_from_model, model_input, luma_hr)
         queue_s = (job.started_at or job.enqueued_at) - job.enqueued_at
         infer_s = job.infer_s
-        metrics.queue_wait.labels(method=params.method, scale=str(params.scale)).observe(queue_s)
+        metrics.queue_wait.labels(method=method, scale=str(params.scale)).observe(queue_s)
     inferred_at = time.monotonic()
 
-    out_format = _output_format(params, request.headers.get("accept", ""), decoded.format)
     quality_used = params.quality or (
         settings.webp_quality if out_format == "webp" else settings.jpeg_quality
     )
@@ -264,6 +308,9 @@ async def _serve(
     )
     finished = time.monotonic()
     metrics.encode_duration.labels(format=out_format).observe(finished - inferred_at)
+    # What this request cost us apart from waiting: the cost model learns from it.
+    runtime.costs.observe(method, params.scale, decoded.width, decoded.height, out_format,
+                          (finished - read_at - queue_s) * 1000)
     headers["Server-Timing"] = _server_timing(
         {
             "read": read_at - started,

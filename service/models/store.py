@@ -138,6 +138,7 @@ def write_model_dir(
     weights = directory / WEIGHTS_FILE
     state = {k: v.detach().float().contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(weights))
+    weights.chmod(0o644)  # safetensors writes 0600; the serving user is often another user
     card = {
         "name": name,
         "version": version,
