@@ -170,6 +170,33 @@ async def load(url: str, bodies: list[tuple[bytes, int]], concurrency: int, seco
     return result
 
 
+async def prediction_accuracy(url: str, scale: int, concurrency: int, requests: int = 50) -> dict[str, Any]:
+    """Ask /v1/methods/choose for espcn's predicted latency, then time the request itself."""
+    rng = random.Random(concurrency)
+    sides = [rng.choice([64, 96, 128, 192, 256, 384, 512]) for _ in range(requests)]
+    bodies = [(photo_like(s, 1000 + i), s) for i, s in enumerate(sides)]
+    errors: list[float] = []
+    queue = list(range(requests))
+    limits = httpx.Limits(max_connections=concurrency * 2)
+    async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as client:
+        async def worker() -> None:
+            while queue:
+                body, side = bodies[queue.pop()]
+                choice = (await client.post("/v1/methods/choose", json={
+                    "width": side, "height": side, "scale": scale, "objective": "quality"})).json()
+                predicted = next(c["predicted_latency_ms"] for c in choice["candidates"] if c["method"] == "espcn")
+                t = time.monotonic()
+                r = await client.post(f"/v1/upscale?scale={scale}&method=espcn&format=png", content=body,
+                                      headers={"Content-Type": "image/png"})
+                measured = (time.monotonic() - t) * 1000
+                if r.status_code == 200 and predicted:
+                    errors.append(abs(predicted - measured) / measured)
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return {"requests": len(errors), "median_relative_error": statistics.median(errors),
+            "p90_relative_error": percentile(errors, 90)}
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.split("\n")[0])
     p.add_argument("--sizes", nargs="+", type=int, default=[128, 512])
@@ -203,6 +230,12 @@ def main(argv: list[str] | None = None) -> None:
             r = asyncio.run(load(server.url, mixed, 16, args.seconds * 2, args.scale))
             results["mixed"][label] = r
             print(f"{label} mixed 64..1024 c=16: {_fmt(r)}", flush=True)
+            if label == "batching_on":
+                for c in (1, 8):
+                    acc = asyncio.run(prediction_accuracy(server.url, args.scale, c))
+                    results.setdefault("prediction", {})[str(c)] = acc
+                    print(f"latency prediction, 50 mixed-size requests, c={c}: median |pred-meas|/meas "
+                          f"{acc['median_relative_error']:.1%} (p90 {acc['p90_relative_error']:.1%})", flush=True)
         finally:
             server.stop()
 
