@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install install-test system-test-deps serve test bench evaluate clean
+.PHONY: install install-test system-test-deps serve test lint bench evaluate clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,9 @@ serve: install
 
 test: install-test system-test-deps
 	$(BIN)/python -m pytest -q
+
+lint: install-test
+	$(BIN)/ruff check service tests benchmarks deploy
 
 bench: install-test
 	$(BIN)/python -m benchmarks.run

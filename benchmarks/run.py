@@ -240,7 +240,7 @@ def main(argv: list[str] | None = None) -> None:
             server.stop()
 
     on, off = results["service"]["batching_on"], results["service"]["batching_off"]
-    print("\nsummary (x%d, PNG, espcn)" % args.scale)
+    print(f"\nsummary (x{args.scale}, PNG, espcn)")
     print("| size | concurrency | on rps | off rps | on/off | on/in-process | on p50 ms | on p99 ms |")
     print("|---|---|---|---|---|---|---|---|")
     for size in args.sizes:

@@ -10,9 +10,9 @@ from fastapi import FastAPI
 
 from service import __version__
 from service.api import health, methods, metrics, models, upscale
-from service.calibration import calibrate
 from service.api.problems import install_problem_handlers
 from service.api.request_id import RequestIdMiddleware
+from service.calibration import calibrate
 from service.config import Settings
 from service.runtime import Runtime
 

@@ -30,8 +30,8 @@ from dataclasses import dataclass, field
 import torch
 
 from service.errors import DeadlineExceeded, ServiceError
-from service.models.resident import ResidentModel
 from service.inference import crop_borders, extend_borders
+from service.models.resident import ResidentModel
 from service.tiling import Tile, assemble, place, plan_tiles, window_of
 
 log = logging.getLogger(__name__)

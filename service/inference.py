@@ -52,6 +52,6 @@ def upscale_plane(module: nn.Module, y: torch.Tensor) -> torch.Tensor:
 
     The reference that tiled, batched inference must equal; training validates with it.
     """
-    halo, scale = int(getattr(module, "halo")), int(getattr(module, "scale"))
+    halo, scale = int(module.halo), int(module.scale)
     out = module(extend_borders(y, halo)[None, None])[0, 0]
     return crop_borders(out, halo * scale)

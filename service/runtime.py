@@ -18,10 +18,10 @@ from prometheus_client import CollectorRegistry
 
 from service.batching import Batcher, BatchStats, retry_after_s
 from service.choice import CostModel, QualityTable
-from service.gain import GainModel, load_gain_models
 from service.config import Settings
 from service.device import resolve_device, resolve_dtype
 from service.errors import Draining, Overloaded
+from service.gain import GainModel, load_gain_models
 from service.inference import run_network
 from service.metrics import Metrics, build_metrics, watch_cuda_memory
 from service.models.resident import ModelSet

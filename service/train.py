@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import random
 import time
 from pathlib import Path
@@ -30,8 +29,8 @@ from torch import nn
 from tqdm import tqdm
 
 from service.checkpoint import load_checkpoint, save_checkpoint
-from service.inference import upscale_plane
 from service.datasets import TRAIN_SETS, TrainImage, eval_pairs, load_y, train_images
+from service.inference import upscale_plane
 from service.models.registry import ARCHITECTURES, count_parameters, macs_per_lr_pixel
 from service.models.store import write_model_dir
 from service.quality import psnr

@@ -10,7 +10,6 @@ import json
 import os
 import shutil
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -130,7 +129,7 @@ def test_every_panel_and_alert_works_against_real_prometheus(stack: tuple[str, s
             missing.append(f"{title}: {expr}")
     assert not missing, "panels without data:\n" + "\n".join(missing)
 
-    for name, expr in alert_rules():
+    for _name, expr in alert_rules():
         _query(prom, expr)  # evaluates without error
     # And Prometheus's own rule evaluation reports every rule healthy.
     wait_until(lambda: _rules_evaluated(prom), timeout_s=30, interval_s=0.5)

@@ -148,3 +148,14 @@ def test_rounding_to_grey_levels_is_unchanged_in_the_common_case() -> None:
         whole = (model(plane[None, None])[0, 0].clamp(0, 1) * 255).round()
     out = (tiled(model, plane, 12, 4).clamp(0, 1) * 255).round()
     assert (out != whole).float().mean() < 1e-3
+
+
+def test_border_extension_repeats_edges_and_crop_undoes_it() -> None:
+    from service.inference import crop_borders, extend_borders
+
+    plane = torch.arange(6, dtype=torch.float32).reshape(2, 3)
+    ext = extend_borders(plane, 2)
+    assert ext.shape == (6, 7)
+    assert torch.equal(ext[0], torch.tensor([0.0, 0, 0, 1, 2, 2, 2]))
+    assert torch.equal(crop_borders(ext, 2), plane)
+    assert torch.equal(extend_borders(plane, 0), plane)

@@ -18,6 +18,7 @@ from service.api.deps import ApiKey, RuntimeDep
 from service.api.methods import ChooseRequest, choice_for
 from service.api.request_id import request_id_of
 from service.batching import Job
+from service.color import rgb_to_y
 from service.errors import (
     ClientDisconnected,
     DeadlineExceeded,
@@ -27,10 +28,9 @@ from service.errors import (
     ServiceError,
     UnsupportedMediaType,
 )
-from service.metrics import REJECTION_REASONS
-from service.color import rgb_to_y
 from service.gain import detail_energy
 from service.imaging import MEDIA_TYPES, OUTPUT_FORMATS, DecodedImage, decode, encode
+from service.metrics import REJECTION_REASONS
 from service.operators import CLASSICAL_METHODS
 from service.pipeline import classical_upscale, merge_from_model, split_for_model
 from service.runtime import Runtime

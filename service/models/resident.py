@@ -30,7 +30,7 @@ class ResidentModel:
     @property
     def halo(self) -> int:
         """LR pixels of context each side that the network's output depends on."""
-        return int(getattr(self.module, "halo"))
+        return int(self.module.halo)
 
     @property
     def ref(self) -> str:
