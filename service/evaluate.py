@@ -30,6 +30,7 @@ from PIL import Image
 
 from service.color import rgb_to_y
 from service.datasets import EVAL_SETS, datasets_root, eval_pairs, load_rgb, load_y
+from service.models import card_readme
 from service.models.store import discover, update_card
 from service.quality import psnr, ssim
 from service.resize import downscale_uint8
@@ -217,6 +218,7 @@ def write_cards(results: dict[str, Any], model_store: Path | None, command: str)
             for s, v in per_set.items()
         }
         update_card(card.directory, benchmarks=table, benchmarks_command=command)
+        card_readme.write(card.directory)
     classical = {
         scale: {m: per for m, per in methods_.items() if m in ("nearest", "bilinear", "bicubic")}
         for scale, methods_ in results.items()

@@ -31,6 +31,7 @@ from tqdm import tqdm
 from service.checkpoint import load_checkpoint, save_checkpoint
 from service.datasets import TRAIN_SETS, TrainImage, eval_pairs, load_y, train_images
 from service.inference import upscale_plane
+from service.models import card_readme
 from service.models.registry import ARCHITECTURES, count_parameters, macs_per_lr_pixel
 from service.models.store import write_model_dir
 from service.quality import psnr
@@ -228,6 +229,7 @@ def main(argv: list[str] | None = None) -> None:
         training=training,
     )
     plot_curves(history, model_dir / "curve.png", f"{name}: loss and Set5 PSNR")
+    card_readme.write(model_dir)
     print(f"wrote {model_dir} ({seconds / 60:.1f} min)")
 
 
