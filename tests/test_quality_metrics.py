@@ -55,7 +55,7 @@ def test_imresize_keeps_a_constant_and_halves_sizes() -> None:
 @pytest.mark.parametrize("scale", [2, 3, 4])
 def test_downscaler_matches_the_benchmark_lr_files(scale: int) -> None:
     close, total = 0, 0
-    for hr_path in sorted((DATA / "Set5" / f"x{scale}" / "HR").glob("*.png")):
+    for hr_path in sorted((DATA / "eval" / "Set5" / f"x{scale}" / "HR").glob("*.png")):
         hr = np.asarray(Image.open(hr_path).convert("RGB"), dtype=np.float64)
         lr = np.asarray(Image.open(hr_path.parent.parent / "LR" / hr_path.name).convert("RGB"), dtype=np.int64)
         ours = downscale_uint8(torch.from_numpy(hr).permute(2, 0, 1), scale).permute(1, 2, 0).numpy()
