@@ -104,6 +104,7 @@ class Batcher:
         run_batch: Callable[[ResidentModel, torch.Tensor, torch.Tensor | None], torch.Tensor]
         | None = None,
     ) -> None:
+        # Looked up here, not at import, so a test can substitute a slow or failing network.
         from service.inference import run_network
 
         self.device = device

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import os
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -92,7 +94,9 @@ class Runtime:
             dtype=dtype,
             models=models,
             batcher=batcher,
-            codec_pool=ThreadPoolExecutor(settings.codec_threads, thread_name_prefix="codec"),
+            codec_pool=ThreadPoolExecutor(
+                settings.codec_threads, thread_name_prefix="codec", initializer=_yield_to_inference
+            ),
             metrics=metrics,
             quality=QualityTable.load(
                 [(m.method, m.scale, m.card.raw.get("benchmarks", {})) for m in models]
@@ -150,6 +154,20 @@ class Runtime:
     async def close(self) -> None:
         await self.batcher.stop()
         self.codec_pool.shutdown(wait=True)
+
+
+def _yield_to_inference() -> None:
+    """Run codec threads at a lower CPU priority (Linux nice is per thread).
+
+    On a small CPU, decode/encode and the network compete for the same cores; the network's
+    threads then hold a batch of several requests hostage. Niced codec threads still get every
+    idle cycle, but the scheduler lets inference go first.
+    """
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + 5)
+    except (AttributeError, OSError):  # not Linux, or not permitted: keep the default
+        pass
 
 
 def _observe_batch(metrics: Metrics, stats: BatchStats) -> None:
