@@ -117,7 +117,9 @@ def validate(model: nn.Module, scale: int) -> float:
     return sum(scores) / len(scores)
 
 
-def plot_curves(history: dict[str, list[Any]], path: Path, title: str) -> None:
+def plot_curves(
+    history: dict[str, list[Any]], path: Path, title: str, segments: list[dict[str, Any]] | None = None
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -131,6 +133,9 @@ def plot_curves(history: dict[str, list[Any]], path: Path, title: str) -> None:
     ax_psnr = ax_loss.twinx()
     ax_psnr.plot(history["val_step"], history["val_psnr"], color="tab:red", marker=".")
     ax_psnr.set_ylabel("Set5 PSNR on Y (dB)", color="tab:red")
+    for segment in (segments or [])[1:]:
+        # A resumed run with other settings: mark where it took over.
+        ax_loss.axvline(segment["from_step"], color="grey", ls="--", lw=0.8)
     ax_loss.set_title(title)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -228,7 +233,7 @@ def main(argv: list[str] | None = None) -> None:
         args.model_store, model, arch=args.arch, arch_args=arch_args, version=args.version,
         training=training,
     )
-    plot_curves(history, model_dir / "curve.png", f"{name}: loss and Set5 PSNR")
+    plot_curves(history, model_dir / "curve.png", f"{name}: loss and Set5 PSNR (dashes: resumed)", segments)
     card_readme.write(model_dir)
     print(f"wrote {model_dir} ({seconds / 60:.1f} min)")
 
