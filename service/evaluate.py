@@ -28,14 +28,13 @@ import numpy as np
 import torch
 from PIL import Image
 
+from service.choice import CLASSICAL_QUALITY_FILE
 from service.color import rgb_to_y
 from service.datasets import EVAL_SETS, datasets_root, eval_pairs, load_rgb, load_y
 from service.models import card_readme
 from service.models.store import discover, update_card
 from service.quality import psnr, ssim
 from service.resize import downscale_uint8
-
-CLASSICAL_QUALITY_FILE = Path(__file__).parent / "data" / "classical_quality.json"
 
 
 class Poster(Protocol):
