@@ -86,7 +86,7 @@ def candidates_for(runtime: Runtime, width: int, height: int, scale: int, fmt: s
     return out
 
 
-def adjust_for_content(runtime: Runtime, candidates: list[Candidate], scale: int, energy: float) -> str | None:
+def adjust_for_content(runtime: Runtime, candidates: list[Candidate], scale: int, proxy_db: float) -> str | None:
     """Replace the learned methods' set-average PSNR by bicubic's plus the gain predicted for
     this image (``service.gain``); a gain below ``SR_AUTO_MIN_GAIN_DB`` counts as none, so the
     faster bicubic wins the tie. Returns a note for the response, or None without a model."""
@@ -95,19 +95,20 @@ def adjust_for_content(runtime: Runtime, candidates: list[Candidate], scale: int
     espcn = runtime.quality.expected("espcn", scale)
     if model is None or bicubic is None or espcn is None or espcn <= bicubic:
         return None
-    predicted = model.predict_db(energy)
+    predicted = model.predict_db(proxy_db)
     for c in candidates:
         if c.method in CLASSICAL_METHODS or c.expected_psnr_db is None:
             continue
         gain = (c.expected_psnr_db - bicubic) * predicted / (espcn - bicubic)
         c.expected_psnr_db = bicubic + (gain if gain >= runtime.settings.auto_min_gain_db else 0.0)
-    return f"predicted espcn gain over bicubic for this image: {predicted:.2f} dB (detail energy {energy:.1f})"
+    return f"predicted espcn gain over bicubic for this image: {predicted:.2f} dB"
 
 
-def choice_for(runtime: Runtime, request: ChooseRequest, energy: float | None = None) -> Choice:
+def choice_for(runtime: Runtime, request: ChooseRequest, proxy_db: float | None = None) -> Choice:
+    """``proxy_db``: the image's proxy gain (``service.gain``), when the image is at hand."""
     candidates = candidates_for(runtime, request.width, request.height, request.scale, request.format)
-    if energy is not None:
-        adjust_for_content(runtime, candidates, request.scale, energy)
+    if proxy_db is not None:
+        adjust_for_content(runtime, candidates, request.scale, proxy_db)
     return choose(candidates, objective=request.objective, max_latency_ms=request.max_latency_ms,
                   min_psnr_db=request.min_psnr_db)
 

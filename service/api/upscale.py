@@ -28,7 +28,7 @@ from service.errors import (
     ServiceError,
     UnsupportedMediaType,
 )
-from service.gain import detail_energy
+from service.gain import proxy_gain_db
 from service.imaging import MEDIA_TYPES, OUTPUT_FORMATS, DecodedImage, decode, encode
 from service.metrics import REJECTION_REASONS
 from service.operators import CLASSICAL_METHODS
@@ -141,12 +141,15 @@ def _output_format(params: UpscaleParams, accept: str, input_format: str) -> str
 async def _auto(runtime: Runtime, params: UpscaleParams, decoded: DecodedImage, fmt: str) -> tuple[str, str]:
     """The method-choice policy for this image; when nothing fits, the fastest method, said so."""
     assert params.auto is not None
-    energy = await runtime.in_codec_pool(_detail_energy, decoded)
+    espcn = runtime.models.get("espcn", params.scale)
+    proxy = None
+    if espcn is not None and params.scale in runtime.gain_models:
+        proxy = await runtime.in_codec_pool(_proxy_gain, espcn.module, decoded, params.scale)
     choice = choice_for(runtime, ChooseRequest(
         width=decoded.width, height=decoded.height, scale=params.scale,
         max_latency_ms=params.auto.max_latency_ms, min_psnr_db=params.auto.min_psnr_db,
         objective=params.auto.objective, format=fmt,
-    ), energy)
+    ), proxy)
     if choice.method is not None:
         return choice.method, f"chosen; {choice.reason}"
     timed = [c for c in choice.candidates if c.predicted_latency_ms is not None]
@@ -154,10 +157,10 @@ async def _auto(runtime: Runtime, params: UpscaleParams, decoded: DecodedImage, 
     return fastest, f"fallback to the fastest; {choice.reason}"
 
 
-def _detail_energy(decoded: DecodedImage) -> float:
-    planes = torch.from_numpy(decoded.pixels).permute(2, 0, 1).to(torch.float32)
+def _proxy_gain(module: torch.nn.Module, decoded: DecodedImage, scale: int) -> float | None:
+    planes = torch.from_numpy(decoded.pixels).permute(2, 0, 1).to(torch.float64)
     luma = planes[0] if decoded.mode in ("L", "LA") else rgb_to_y(planes[:3])
-    return detail_energy(luma)
+    return proxy_gain_db(module, luma, scale)
 
 
 async def _await_job(runtime: Runtime, job: Job, request: Request, deadline: float) -> torch.Tensor:
