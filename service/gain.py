@@ -78,11 +78,11 @@ class GainModel:
 
     @classmethod
     def fit(cls, proxies: list[float], gains: list[float]) -> GainModel:
-        xs = list(proxies)
-        mx, my = statistics.fmean(xs), statistics.fmean(gains)
-        var = sum((x - mx) ** 2 for x in xs)
-        slope = sum((x - mx) * (g - my) for x, g in zip(xs, gains, strict=True)) / var if var else 0.0
-        return cls(my - slope * mx, slope)
+        """Least squares through the origin: an image with nothing for the network to do on
+        the shrunk copy (a flat one) has nothing to gain on the real upscale either."""
+        sxx = sum(x * x for x in proxies)
+        slope = sum(x * g for x, g in zip(proxies, gains, strict=True)) / sxx if sxx else 0.0
+        return cls(0.0, slope)
 
 
 def load_gain_models(path: Path = GAIN_FILE) -> dict[int, GainModel]:

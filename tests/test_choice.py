@@ -144,7 +144,8 @@ def test_auto_upscales_with_the_chosen_method(calibrated: TestClient) -> None:
     assert r.headers["x-sr-auto"].startswith("chosen")
     r = calibrated.post("/v1/upscale?scale=2&method=auto&objective=speed&min_psnr_db=1", content=data,
                         headers={"Content-Type": "image/png"})
-    assert r.headers["x-sr-method"] == "nearest"
+    # The fastest by measurement: one of the resamplers, never the network.
+    assert r.headers["x-sr-method"] in ("nearest", "bilinear", "bicubic")
     r = calibrated.post("/v1/upscale?scale=2&method=auto&max_latency_ms=0.0001", content=data,
                         headers={"Content-Type": "image/png"})
     assert r.status_code == 200 and r.headers["x-sr-auto"].startswith("fallback")

@@ -48,9 +48,10 @@ def test_shipped_gain_models_are_increasing_lines() -> None:
     assert all(m.slope_db > 0 for m in models.values())
 
 
-def test_gain_model_fit_recovers_a_line() -> None:
-    model = GainModel.fit([0.0, 1.0, 2.0, 4.0], [0.5, 1.0, 1.5, 2.5])
-    assert model.intercept_db == pytest.approx(0.5) and model.slope_db == pytest.approx(0.5)
+def test_gain_model_fit_is_a_line_through_the_origin() -> None:
+    model = GainModel.fit([1.0, 2.0, 4.0], [0.5, 1.0, 2.0])
+    assert model.intercept_db == 0.0 and model.slope_db == pytest.approx(0.5)
+    assert model.predict_db(0.0) == 0.0 and model.predict_db(3.0) == pytest.approx(1.5)
 
 
 def test_spearman_known_values() -> None:
