@@ -204,8 +204,20 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seconds", type=float, default=6.0, help="per measurement")
     p.add_argument("--scale", type=int, default=3)
     p.add_argument("--out", type=Path, default=Path("bench-results/bench.json"))
+    p.add_argument("--prediction-only", action="store_true",
+                   help="only the latency-prediction check (issue: method choice)")
     args = p.parse_args(argv)
     torch.manual_seed(0)
+    if args.prediction_only:
+        server = Server({})
+        try:
+            for c in (1, 8):
+                acc = asyncio.run(prediction_accuracy(server.url, args.scale, c))
+                print(f"latency prediction, 50 mixed-size requests, c={c}: median |pred-meas|/meas "
+                      f"{acc['median_relative_error']:.1%} (p90 {acc['p90_relative_error']:.1%})", flush=True)
+        finally:
+            server.stop()
+        return
     results: dict[str, Any] = {"machine": {"cpus": os.cpu_count(), "torch": torch.__version__,
                                            "device": str(resolve_device("auto"))},
                                "in_process": {}, "service": {}, "mixed": {}}
