@@ -170,3 +170,18 @@ def _ok(url: str) -> bool:
         return httpx.get(url, timeout=1).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+def test_a_model_fault_is_a_500_problem_and_counted(
+    monkeypatch: pytest.MonkeyPatch, make_client: Callable[..., TestClient]
+) -> None:
+    def broken(model: Any, batch: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        raise RuntimeError("injected fault")
+
+    monkeypatch.setattr(service.inference, "run_network", broken)
+    client = make_client()
+    response = post(client, image_bytes(), scale=2)
+    assert_problem(response, 500, "inference_failed")
+    assert post(client, image_bytes(), method="bicubic").status_code == 200  # the rest still works
+    metrics = client.get("/metrics").text
+    assert 'sr_requests_total{method="espcn",scale="2",status="500"} 1.0' in metrics

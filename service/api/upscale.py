@@ -236,6 +236,12 @@ async def upscale(
         record.update(status=error.status, code=error.code, total_ms=_ms(time.monotonic() - started))
         access_log.info("upscale %s", error.status, extra=record)
         raise
+    except Exception:
+        # A fault of ours: counted and logged here, answered as problem+json by the handler.
+        metrics.requests.labels(**labels, status="500").inc()
+        record.update(status=500, code="internal_error", total_ms=_ms(time.monotonic() - started))
+        access_log.error("upscale 500", extra=record)
+        raise
     duration = time.monotonic() - started
     metrics.requests.labels(**labels, status="200").inc()
     metrics.request_duration.labels(**labels).observe(duration)
