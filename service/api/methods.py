@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
@@ -152,5 +152,3 @@ async def choose_method(body: ChooseRequest, runtime: RuntimeDep) -> ChooseRespo
 def _r(value: float | None) -> float | None:
     return None if value is None else round(value, 2)
 
-
-__all__: list[Any] = ["router", "choice_for", "ChooseRequest"]
