@@ -36,7 +36,7 @@ from PIL import Image
 from service.config import REPO_ROOT, Settings
 from service.device import resolve_device, resolve_dtype
 from service.imaging import decode, encode
-from service.inference import run_network
+from service.inference import crop_borders, extend_borders, run_network
 from service.models.resident import ModelSet
 from service.pipeline import merge_from_model, split_for_model
 
@@ -80,7 +80,9 @@ def in_process(body: bytes, scale: int, seconds: float) -> dict[str, float]:
     def once() -> int:
         img = decode(body, scale=scale, max_input_pixels=1 << 30, max_output_pixels=1 << 32)
         mi = split_for_model(img.pixels, img.mode, scale)
-        y = run_network(model, mi.luma[None, None])[0, 0]
+        # The same network work as the service: the border extension, the whole plane, batch 1.
+        y = crop_borders(run_network(model, extend_borders(mi.luma, model.halo)[None, None])[0, 0],
+                         model.halo * scale)
         pixels = merge_from_model(mi, y)
         encode(pixels, img.mode, "png", quality=90, png_compress_level=settings.png_compress_level,
                icc_profile=None)
