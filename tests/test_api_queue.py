@@ -185,3 +185,19 @@ def test_a_model_fault_is_a_500_problem_and_counted(
     assert post(client, image_bytes(), method="bicubic").status_code == 200  # the rest still works
     metrics = client.get("/metrics").text
     assert 'sr_requests_total{method="espcn",scale="2",status="500"} 1.0' in metrics
+
+
+def test_a_trickled_body_runs_into_the_deadline() -> None:
+    settings = Settings(model_store=SHIPPED_STORE, device="cpu", warmup=False, calibrate=False,
+                        request_timeout_s=0.5)
+    with LiveServer(settings) as live:
+        raw = socket.create_connection(("127.0.0.1", live.port))
+        raw.sendall(b"POST /v1/upscale HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+                    b"Content-Length: 5000\r\n\r\n" + image_bytes()[:100])  # and then nothing
+        raw.settimeout(10)
+        started = time.monotonic()
+        answer = raw.recv(65536).decode("latin-1")
+        raw.close()
+        assert time.monotonic() - started < 5
+        assert answer.startswith("HTTP/1.1 504") and "deadline_exceeded" in answer
+        assert live.app.state.runtime.lifecycle.inflight == 0

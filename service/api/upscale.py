@@ -264,7 +264,15 @@ async def _serve(
     record: dict[str, object],
 ) -> Response:
     settings, metrics = runtime.settings, runtime.metrics
-    data = await _image_bytes(request, settings.max_upload_bytes)
+    try:
+        # The deadline covers the upload too: a client trickling its body must not hold an
+        # admission slot for ever.
+        async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+            data = await _image_bytes(request, settings.max_upload_bytes)
+    except TimeoutError:
+        raise DeadlineExceeded(
+            f"the body did not arrive within {settings.request_timeout_s} s"
+        ) from None
     read_at = time.monotonic()
     decoded = await runtime.in_codec_pool(
         decode,
