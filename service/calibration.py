@@ -31,8 +31,7 @@ async def calibrate(runtime: Runtime) -> CostModel:
     started = time.monotonic()
     model = CostModel()
     pictures = {side: _picture(side) for side in SIDES}
-    offered = [(m, s) for m in CLASSICAL_METHODS for s in (2, 3, 4)]
-    offered += [(m.method, m.scale) for m in runtime.models]
+    offered = [(m, s) for m, scales in runtime.offered().items() for s in scales]
     outputs: dict[int, np.ndarray] = {}
     for method, scale in offered:
         samples = []

@@ -65,8 +65,7 @@ class Runtime:
         if device.type == "cpu" and settings.torch_threads:
             torch.set_num_threads(settings.torch_threads)
         models = ModelSet.load(settings.model_store, device, dtype)
-        offered = [(m, s) for m in CLASSICAL_METHODS for s in (2, 3, 4)]
-        offered += [(m.method, m.scale) for m in models]
+        offered = [(m, s) for m, scales in offered_methods(models).items() for s in scales]
         metrics = build_metrics(registry or CollectorRegistry(), offered)
         for m in models:
             metrics.model_info.labels(
@@ -107,6 +106,9 @@ class Runtime:
         metrics.ready.set_function(lambda: float(lifecycle.ready and not lifecycle.draining))
         batcher.start()
         return runtime
+
+    def offered(self) -> dict[str, list[int]]:
+        return offered_methods(self.models)
 
     def warm_up(self) -> None:
         """One pass of every model at tile size, so the first request pays no lazy init."""
@@ -154,6 +156,13 @@ class Runtime:
     async def close(self) -> None:
         await self.batcher.stop()
         self.codec_pool.shutdown(wait=True)
+
+
+def offered_methods(models: ModelSet) -> dict[str, list[int]]:
+    """Method -> scales this server answers: the resamplers at every scale, the models shipped."""
+    offered = {m: [2, 3, 4] for m in CLASSICAL_METHODS}
+    offered.update(models.methods())
+    return offered
 
 
 def _yield_to_inference() -> None:

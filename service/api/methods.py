@@ -63,17 +63,11 @@ class ChooseResponse(BaseModel):
     candidates: list[CandidateOut]
 
 
-def offered_methods(runtime: Runtime) -> dict[str, list[int]]:
-    offered = {m: [2, 3, 4] for m in CLASSICAL_METHODS}
-    offered.update(runtime.models.methods())
-    return offered
-
-
 def candidates_for(runtime: Runtime, width: int, height: int, scale: int, fmt: str) -> list[Candidate]:
     """Every offered method at this scale with its predicted latency (own cost + queue)."""
     queue_ms = runtime.batcher.expected_wait_s() * 1000
     out = []
-    for method, scales in offered_methods(runtime).items():
+    for method, scales in runtime.offered().items():
         if scale not in scales:
             continue
         own = runtime.costs.predict_ms(method, scale, width, height, fmt)
@@ -117,7 +111,7 @@ def choice_for(runtime: Runtime, request: ChooseRequest, proxy_db: float | None 
 async def list_methods(runtime: RuntimeDep) -> MethodList:
     """Every method with measured quality (per scale and set) and measured cost here."""
     methods = []
-    for name, scales in offered_methods(runtime).items():
+    for name, scales in runtime.offered().items():
         resident = {s: runtime.models.get(name, s) for s in scales}
         cost: dict[str, float | None] = {}
         for s in scales:

@@ -63,11 +63,11 @@ class AutoParams:
 
 def _validate(runtime: Runtime, scale: int, method: str, fmt: str | None, quality: int | None,
               align_corners: bool, auto: AutoParams | None = None) -> UpscaleParams:
-    learned = runtime.models.methods()
-    known = list(CLASSICAL_METHODS) + sorted(learned) + [AUTO]
+    offered_scales = {**runtime.offered(), AUTO: list(SCALES)}
+    known = list(offered_scales)
     if method not in known:
         raise InvalidParameter(f"method must be one of {', '.join(known)}, got {method!r}")
-    offered = SCALES if method in (*CLASSICAL_METHODS, AUTO) else tuple(learned[method])
+    offered = offered_scales[method]
     if scale not in offered:
         listed = ", ".join(map(str, offered))
         raise InvalidParameter(f"scale must be one of {listed} for {method}, got {scale}")
