@@ -25,7 +25,7 @@ import math
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
@@ -77,11 +77,14 @@ class BatchStats:
     model: ResidentModel
     tiles: int
     seconds: float
-    queue_waits_s: list[float] = field(default_factory=list)
 
 
 class _Expired(Exception):
     """Marks a tile skipped on the device thread because its request was over or expired."""
+
+
+def _deadline_exceeded(job: Job, now: float) -> DeadlineExceeded:
+    return DeadlineExceeded(f"the request waited {now - job.enqueued_at:.1f} s for the model")
 
 
 def _is_oom(exc: BaseException) -> bool:
@@ -154,9 +157,6 @@ class Batcher:
     @property
     def tiles_per_second(self) -> float:
         return self._tiles_per_s
-
-    def tiles_for(self, height: int, width: int, halo: int) -> int:
-        return len(plan_tiles(height, width, self.tile_size, halo))
 
     def expected_wait_s(self) -> float:
         """How long the tiles queued now need to drain, from the measured drain rate."""
@@ -251,8 +251,7 @@ class Batcher:
         if job.done:
             return True
         if now > job.deadline:
-            waited = now - job.enqueued_at
-            job.future.set_exception(DeadlineExceeded(f"the request waited {waited:.1f} s for the model"))
+            job.future.set_exception(_deadline_exceeded(job, now))
             return True
         return False
 
@@ -300,8 +299,7 @@ class Batcher:
             place(work.job.output, result[k, 0], work.tile, model.scale)
             work.job.infer_s += share
         if self._on_batch is not None:
-            waits = [(w.job.started_at or started) - w.job.enqueued_at for w in works]
-            self._on_batch(BatchStats(model, len(works), seconds, waits))
+            self._on_batch(BatchStats(model, len(works), seconds))
         rate = len(works) / max(seconds, 1e-6)
         self._tiles_per_s = rate if self._tiles_per_s == 0 else 0.8 * self._tiles_per_s + 0.2 * rate
 
@@ -318,8 +316,7 @@ class Batcher:
             if job.done:
                 continue
             if isinstance(error, _Expired):
-                waited = time.monotonic() - job.enqueued_at
-                job.future.set_exception(DeadlineExceeded(f"the request waited {waited:.1f} s for the model"))
+                job.future.set_exception(_deadline_exceeded(job, time.monotonic()))
                 continue
             if error is not None:
                 detail = "out of memory" if _is_oom(error) else type(error).__name__
