@@ -22,25 +22,19 @@ import statistics
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from service.datasets import TRAIN_SETS, datasets_root
-from service.evaluate import (
-    Poster,
-    Sample,
-    benchmark_samples,
-    directory_samples,
-    in_process_client,
-    output_y,
-    score_method,
-)
 from service.inference import upscale_plane
 from service.quality import shave
 from service.resize import imresize
+
+if TYPE_CHECKING:
+    from service.evaluate import Poster, Sample
 
 GAIN_FILE = Path(__file__).parent / "data" / "gain.json"
 # Below this LR side the shrunk copy is too small to say anything.
@@ -111,6 +105,10 @@ def spearman(a: list[float], b: list[float]) -> float:
 
 def _measure(scale: int, samples: list[Sample], client: Poster) -> tuple[list[float], list[float]]:
     """The proxy gain of each LR input, and espcn's measured PSNR gain over bicubic on it."""
+    # The fit/validate commands use the evaluation tooling; the server, which imports this
+    # module for the estimate alone, does not load it.
+    from service.evaluate import output_y, score_method
+
     module = client.app.state.runtime.models.get("espcn", scale).module  # type: ignore[attr-defined]
     energies, gains = [], []
     for sample in samples:
@@ -125,6 +123,9 @@ def _measure(scale: int, samples: list[Sample], client: Poster) -> tuple[list[fl
 
 
 def main(argv: list[str] | None = None) -> None:
+    from service.datasets import TRAIN_SETS, datasets_root
+    from service.evaluate import benchmark_samples, directory_samples, in_process_client
+
     p = argparse.ArgumentParser(prog="python -m service.gain", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
     fit = sub.add_parser("fit", help="fit on train/ and write service/data/gain.json")
