@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from service.color import rgb_to_y
-from service.resize import downscale_uint8
+from service.resize import downscale_uint8, imresize
 
 TRAIN_SETS = ("T91", "BSDS200")
 EVAL_SETS = ("Set5", "Set14", "BSD100")
@@ -79,9 +79,24 @@ def make_train_pair(rgb: torch.Tensor, scale: int) -> TrainImage:
     )
 
 
-def train_images(scale: int, root: Path | None = None) -> list[TrainImage]:
+def train_images(
+    scale: int, root: Path | None = None, *, resample: tuple[float, ...] = ()
+) -> list[TrainImage]:
+    """Training pairs from ``train/``; ``resample`` adds copies of every image shrunk first.
+
+    Shrinking an HR image by 0.9 ... 0.6 (MATLAB bicubic, antialiased) before making its pair
+    is the scale augmentation of SRCNN/FSRCNN/VDSR's "291 images": the same scenes with their
+    detail at other frequencies, a cheap stand-in for a larger training set.
+    """
     base = (root or datasets_root()) / "train"
     paths = [p for name in TRAIN_SETS for p in sorted((base / name).glob("*.png"))]
     if not paths:
         raise FileNotFoundError(f"no training images under {base}")
-    return [make_train_pair(load_rgb(p), scale) for p in paths]
+    pairs = []
+    for path in paths:
+        rgb = load_rgb(path)
+        pairs.append(make_train_pair(rgb, scale))
+        for factor in resample:
+            shrunk = imresize(rgb, factor, round_between=True).round().clamp(0, 255)
+            pairs.append(make_train_pair(shrunk, scale))
+    return pairs

@@ -48,6 +48,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=1e-3, help="initial learning rate (Adam)")
     p.add_argument("--lr-final", type=float, default=1e-5)
     p.add_argument("--last-layer-lr-factor", type=float, default=0.1)
+    p.add_argument(
+        "--restart-schedule", action="store_true",
+        help="this segment's learning rate decays from --lr at the step it starts from, "
+        "not from step 0 (a warm restart to fine-tune a finished run for longer)",
+    )
+    p.add_argument(
+        "--resample", type=float, nargs="*", default=[],
+        help="scale augmentation: also train on every image shrunk by these factors (e.g. 0.9 0.8 0.7 0.6)",
+    )
+    p.add_argument(
+        "--init-from", type=Path, default=None,
+        help="a model directory whose weights start a fresh run where names and shapes match "
+        "(e.g. the x3 body for an x2 model); ignored when a checkpoint exists",
+    )
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--validate-every", type=int, default=1000)
@@ -168,9 +182,15 @@ def main(argv: list[str] | None = None) -> None:
     history = meta["history"]
     argv_now = argv if argv is not None else _argv()
     segments = meta.setdefault("segments", [])
+    if meta["step"] == 0 and args.init_from is not None and not args.export:
+        copied = init_from(model, args.init_from)
+        meta["initialised_from"] = {"model": str(args.init_from), "tensors": copied}
+        print(f"initialised {len(copied)} tensors from {args.init_from}")
     if not args.export and (not segments or segments[-1]["argv"] != argv_now):
         # A resumed run may change the schedule: the card lists every command and its start.
         segments.append({"from_step": meta["step"], "argv": argv_now})
+    # A warm restart decays over its own segment; otherwise over the whole run.
+    schedule_from = segments[-1]["from_step"] if segments and "--restart-schedule" in segments[-1]["argv"] else 0
     # The command line wins over a resumed checkpoint's per-group settings.
     optimizer.param_groups[0]["lr_factor"] = 1.0
     optimizer.param_groups[1]["lr_factor"] = args.last_layer_lr_factor
@@ -180,7 +200,7 @@ def main(argv: list[str] | None = None) -> None:
     if meta["step"] < args.steps:
         print("building training pairs (MATLAB bicubic) ...", flush=True)
         sampler = PatchSampler(
-            train_images(args.scale), args.scale, args.patch + 2 * model.halo, args.seed + meta["step"]
+            train_images(args.scale, resample=tuple(args.resample)), args.scale, args.patch + 2 * model.halo, args.seed + meta["step"]
         )
     halo_hr = model.halo * args.scale
     model.train()
@@ -190,7 +210,7 @@ def main(argv: list[str] | None = None) -> None:
         mininterval=30,
     )
     for step in bar:
-        rate = learning_rate(step, args.steps, args.lr, args.lr_final)
+        rate = learning_rate(step - schedule_from, args.steps - schedule_from, args.lr, args.lr_final)
         for group in optimizer.param_groups:
             group["lr"] = rate * group["lr_factor"]
         lr, hr = sampler.sample(args.batch_size)
@@ -211,17 +231,14 @@ def main(argv: list[str] | None = None) -> None:
             bar.write(f"step {done}: Set5 PSNR {history['val_psnr'][-1]:.3f} dB")
         if done % args.checkpoint_every == 0 or done == args.steps:
             meta = {"step": done, "seconds": time.monotonic() - started, "history": history,
-                    "segments": segments}
+                    "segments": segments, "initialised_from": meta.get("initialised_from")}
             save_checkpoint(checkpoint, model, optimizer, meta)
     seconds = time.monotonic() - started
     training = {
         "data": [f"train/{s}" for s in TRAIN_SETS],
-        "command": "python -m service.train "
-        + " ".join(a for a in (argv if argv is not None else _argv()) if a != "--export"),
-        "segments": [
-            {"from_step": seg["from_step"], "command": "python -m service.train " + " ".join(seg["argv"])}
-            for seg in segments
-        ],
+        "command": _command(argv if argv is not None else _argv()),
+        "segments": [{"from_step": seg["from_step"], "command": _command(seg["argv"])} for seg in segments],
+        "initialised_from": meta.get("initialised_from"),
         "steps": args.steps,
         "batch_size": args.batch_size,
         "hr_patch_px": args.patch * args.scale,
@@ -236,6 +253,32 @@ def main(argv: list[str] | None = None) -> None:
     plot_curves(history, model_dir / "curve.png", f"{name}: loss and Set5 PSNR (dashes: resumed)", segments)
     card_readme.write(model_dir)
     print(f"wrote {model_dir} ({seconds / 60:.1f} min)")
+
+
+def init_from(model: nn.Module, model_dir: Path) -> list[str]:
+    """Copy the tensors of ``model_dir``'s weights whose names and shapes match ``model``'s."""
+    from safetensors.torch import load_file
+
+    from service.models.store import WEIGHTS_FILE
+
+    source = load_file(str(model_dir / WEIGHTS_FILE))
+    own = model.state_dict()
+    matching = {k: v for k, v in source.items() if k in own and own[k].shape == v.shape}
+    model.load_state_dict(matching, strict=False)
+    return sorted(matching)
+
+
+def _command(argv: list[str]) -> str:
+    """The command line as the card records it: without where it wrote, which is local."""
+    kept, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg in ("--model-store", "--work-dir"):
+            skip = True
+        elif arg != "--export":
+            kept.append(arg)
+    return " ".join(["python -m service.train", *kept])
 
 
 def _argv() -> list[str]:

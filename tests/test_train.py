@@ -1,0 +1,115 @@
+"""Training: resumable runs, warm restarts, initialising from another model, scale augmentation.
+
+These run the real training command on a tiny dataset (two pictures for ``train/``, the
+Set5 copy in ``tests/data`` for the validation curve), a few steps each.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from service import train
+from service.datasets import train_images
+from service.models.registry import ARCHITECTURES
+from service.models.store import ModelCard, load_weights
+from tests.conftest import DATA, SHIPPED_STORE, pattern
+
+
+@pytest.fixture
+def tiny_datasets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    root = tmp_path / "datasets"
+    for name, size, seed in (("T91", (61, 50), 1), ("BSDS200", (72, 64), 2)):
+        (root / "train" / name).mkdir(parents=True)
+        Image.fromarray(pattern(*size, seed=seed)).save(root / "train" / name / "a.png")
+    (root / "eval").symlink_to((DATA / "eval").resolve())
+    monkeypatch.setenv("SR_DATASETS", str(root))
+    return root
+
+
+def test_learning_rate_decays_log_linearly_from_start_to_final() -> None:
+    assert train.learning_rate(0, 100, 1e-3, 1e-5) == pytest.approx(1e-3)
+    assert train.learning_rate(50, 100, 1e-3, 1e-5) == pytest.approx(1e-4)
+    assert train.learning_rate(100, 100, 1e-3, 1e-5) == pytest.approx(1e-5)
+    assert train.learning_rate(150, 100, 1e-3, 1e-5) == pytest.approx(1e-5)
+
+
+def test_resample_adds_shrunk_copies_of_every_image(tiny_datasets: Path) -> None:
+    plain = train_images(3)
+    augmented = train_images(3, resample=(0.8, 0.6))
+    assert len(plain) == 2 and len(augmented) == 6
+    # Each source image is followed by its shrunk copies, smaller each time.
+    first, shrunk_08, shrunk_06 = augmented[:3]
+    assert torch.equal(first.hr, plain[0].hr)
+    assert first.hr.shape[0] > shrunk_08.hr.shape[0] > shrunk_06.hr.shape[0]
+    for pair in augmented:
+        assert pair.hr.shape == (pair.lr.shape[0] * 3, pair.lr.shape[1] * 3)
+        assert 0.0 <= float(pair.lr.min()) and float(pair.lr.max()) <= 1.0
+
+
+def test_init_from_copies_the_matching_tensors_and_keeps_the_rest() -> None:
+    source_dir = SHIPPED_STORE / "espcn-x3" / "1"
+    source = load_weights(ModelCard.read(source_dir))
+    model = ARCHITECTURES.build("espcn", scale=2)
+    head_before = model.conv3.weight.detach().clone()
+    copied = train.init_from(model, source_dir)
+    # The body has the same shapes at every scale; the head has r*r outputs, so it is skipped.
+    assert copied == ["conv1.bias", "conv1.weight", "conv2.bias", "conv2.weight"]
+    assert torch.equal(model.conv1.weight, source.conv1.weight)
+    assert torch.equal(model.conv3.weight, head_before)
+
+
+def _card(store: Path) -> dict:
+    return json.loads((store / "espcn-x2" / "1" / "model.json").read_text())
+
+
+def test_a_run_resumes_and_a_warm_restart_is_recorded(tiny_datasets: Path, tmp_path: Path) -> None:
+    work, store = tmp_path / "run", tmp_path / "store"
+    common = ["--scale", "2", "--batch-size", "2", "--validate-every", "1000",
+              "--checkpoint-every", "2", "--work-dir", str(work), "--model-store", str(store)]
+    train.main([*common, "--steps", "4"])
+    first = _card(store)
+    assert first["training"]["steps"] == 4
+    assert len(first["training"]["segments"]) == 1
+
+    # The same command again has nothing left to do and trains no further.
+    train.main([*common, "--steps", "4"])
+    assert _card(store)["training"]["steps"] == 4
+    assert _card(store)["training"]["segments"] == first["training"]["segments"]
+
+    # A longer warm restart continues from step 4 and says so in the card.
+    train.main([*common, "--steps", "6", "--lr", "5e-4", "--restart-schedule", "--resample", "0.8"])
+    card = _card(store)
+    assert card["training"]["steps"] == 6
+    segments = card["training"]["segments"]
+    assert [s["from_step"] for s in segments] == [0, 4]
+    assert "--restart-schedule" in segments[1]["command"]
+    assert card["sha256"] != first["sha256"]
+    assert (store / "espcn-x2" / "1" / "curve.png").stat().st_size > 0
+    # The exported weights load through the store (sha256 checked) and upscale.
+    model = load_weights(ModelCard.read(store / "espcn-x2" / "1"))
+    assert model(torch.rand(1, 1, 8, 8)).shape == (1, 1, 16, 16)
+
+
+def test_init_from_is_recorded_in_the_card(tiny_datasets: Path, tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    train.main(["--scale", "2", "--steps", "2", "--batch-size", "2", "--validate-every", "1000",
+                "--work-dir", str(tmp_path / "run"), "--model-store", str(store),
+                "--init-from", str(SHIPPED_STORE / "espcn-x3" / "1")])
+    initialised = _card(store)["training"]["initialised_from"]
+    assert initialised["model"].endswith("espcn-x3/1")
+    assert "conv1.weight" in initialised["tensors"] and "conv3.weight" not in initialised["tensors"]
+
+
+def test_the_card_records_the_command_without_local_paths(tiny_datasets: Path, tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    train.main(["--scale", "2", "--steps", "2", "--batch-size", "2", "--validate-every", "1000",
+                "--work-dir", str(tmp_path / "run"), "--model-store", str(store)])
+    training = _card(store)["training"]
+    expected = "python -m service.train --scale 2 --steps 2 --batch-size 2 --validate-every 1000"
+    assert training["command"] == expected
+    assert training["segments"] == [{"from_step": 0, "command": expected}]
