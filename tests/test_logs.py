@@ -31,3 +31,17 @@ def test_one_structured_line_per_request(client: TestClient, caplog: pytest.LogC
     for field in ("queue_ms", "infer_ms", "encode_ms", "total_ms"):
         assert getattr(ok, field) >= 0
     assert bad.request_id == "req-43" and bad.status == 400 and bad.code == "invalid_image"  # type: ignore[attr-defined]
+
+
+def test_parameters_refused_by_fastapi_are_logged_and_counted(
+    client: TestClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, logger="service.access"):
+        response = client.post("/v1/upscale?scale=two", content=image_bytes(),
+                               headers={"X-Request-ID": "req-44"})
+    assert response.status_code == 422
+    (line,) = [r for r in caplog.records if r.name == "service.access"]
+    assert line.request_id == "req-44" and line.status == 422  # type: ignore[attr-defined]
+    assert line.code == "invalid_parameter" and "scale" in line.detail  # type: ignore[attr-defined]
+    metrics = client.get("/metrics").text
+    assert 'sr_requests_total{method="invalid",scale="invalid",status="422"} 1.0' in metrics
