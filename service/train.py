@@ -2,6 +2,7 @@
 
     python -m service.train --scale 3                    # espcn x3, paper recipe
     python -m service.train --scale 3 --arch espcn-large
+    python -m service.train --replay model_store/espcn-x3/2   # train a shipped model again
 
 Recipe (Shi et al. 2016 and its reproductions): Y channel only; HR sub-images of 17r px with
 their LR inputs made by MATLAB-style bicubic downscaling; random flips and 90-degree rotations;
@@ -11,7 +12,9 @@ the loss is taken on the centre only, which is the paper's padding-free training
 spent teaching the network about zero padding that inference never sees inside an image.
 
 Resumable: the state is checkpointed (safetensors + JSON) every ``--checkpoint-every`` steps
-into ``--work-dir``; running the same command again continues where it stopped.
+into ``--work-dir``; running the same command again continues where it stopped. A run resumed
+with other settings (say a warm restart, ``--restart-schedule``) is a new segment; the card
+records every segment's command and first step, and ``--replay`` runs them again in order.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import shlex
 import time
 from pathlib import Path
 from typing import Any
@@ -33,13 +37,13 @@ from service.datasets import TRAIN_SETS, TrainImage, eval_pairs, load_y, train_i
 from service.inference import upscale_plane
 from service.models import card_readme
 from service.models.registry import ARCHITECTURES, count_parameters, macs_per_lr_pixel
-from service.models.store import write_model_dir
+from service.models.store import WEIGHTS_FILE, sha256_of, write_model_dir
 from service.quality import psnr
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m service.train", description=__doc__.split("\n")[0])
-    p.add_argument("--scale", type=int, choices=(2, 3, 4), required=True)
+    p.add_argument("--scale", type=int, choices=(2, 3, 4))
     p.add_argument("--arch", default="espcn", choices=ARCHITECTURES.names())
     p.add_argument("--arch-args", default="{}", help="JSON of constructor arguments")
     p.add_argument("--steps", type=int, default=60_000)
@@ -70,10 +74,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--model-store", type=Path, default=Path("model_store"))
     p.add_argument("--version", default="1")
     p.add_argument(
+        "--replay", type=Path, default=None, metavar="MODEL_DIR",
+        help="train a shipped model again: run the segments its model.json records, in order "
+        "(--scale is then taken from the card)",
+    )
+    p.add_argument(
+        "--stop-at", type=int, default=None,
+        help="checkpoint and stop at this step without exporting (how --replay re-runs a segment)",
+    )
+    p.add_argument(
         "--export", action="store_true",
         help="write the model directory from the last checkpoint without training further",
     )
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.scale is None and args.replay is None:
+        p.error("--scale is required (or --replay MODEL_DIR)")
+    return args
 
 
 class PatchSampler:
@@ -158,6 +174,10 @@ def plot_curves(
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    if args.replay is not None:
+        work_dir = args.work_dir or Path("runs") / f"replay-{args.replay.parent.name}"
+        replay(args.replay, work_dir, args.model_store)
+        return
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
     name = f"{args.arch}-x{args.scale}"
@@ -184,10 +204,15 @@ def main(argv: list[str] | None = None) -> None:
     segments = meta.setdefault("segments", [])
     if meta["step"] == 0 and args.init_from is not None and not args.export:
         copied = init_from(model, args.init_from)
-        meta["initialised_from"] = {"model": str(args.init_from), "tensors": copied}
+        meta["initialised_from"] = {
+            "model": str(args.init_from),
+            "sha256": sha256_of(args.init_from / WEIGHTS_FILE),
+            "tensors": copied,
+        }
         print(f"initialised {len(copied)} tensors from {args.init_from}")
-    if not args.export and (not segments or segments[-1]["argv"] != argv_now):
+    if not args.export and (not segments or _command(segments[-1]["argv"]) != _command(argv_now)):
         # A resumed run may change the schedule: the card lists every command and its start.
+        # (Where it writes and where it stops do not make a new segment: --replay adds them.)
         segments.append({"from_step": meta["step"], "argv": argv_now})
     # A warm restart decays over its own segment; otherwise over the whole run.
     schedule_from = segments[-1]["from_step"] if segments and "--restart-schedule" in segments[-1]["argv"] else 0
@@ -205,8 +230,9 @@ def main(argv: list[str] | None = None) -> None:
     halo_hr = model.halo * args.scale
     model.train()
     running, started = 0.0, time.monotonic() - meta["seconds"]
+    stop = min(args.steps, args.stop_at) if args.stop_at is not None else args.steps
     bar = tqdm(
-        range(meta["step"], args.steps), initial=meta["step"], total=args.steps, desc=name,
+        range(meta["step"], stop), initial=meta["step"], total=args.steps, desc=name,
         mininterval=30,
     )
     for step in bar:
@@ -229,14 +255,18 @@ def main(argv: list[str] | None = None) -> None:
             history["val_step"].append(done)
             history["val_psnr"].append(validate(model, args.scale))
             bar.write(f"step {done}: Set5 PSNR {history['val_psnr'][-1]:.3f} dB")
-        if done % args.checkpoint_every == 0 or done == args.steps:
+        if done % args.checkpoint_every == 0 or done in (args.steps, stop):
             meta = {"step": done, "seconds": time.monotonic() - started, "history": history,
                     "segments": segments, "initialised_from": meta.get("initialised_from")}
             save_checkpoint(checkpoint, model, optimizer, meta)
     seconds = time.monotonic() - started
+    if stop < args.steps:
+        print(f"stopped at step {stop} of {args.steps}; checkpoint in {work_dir}")
+        return
     training = {
         "data": [f"train/{s}" for s in TRAIN_SETS],
-        "command": _command(argv if argv is not None else _argv()),
+        # The command that trained the final weights (an --export call only writes them).
+        "command": _command(segments[-1]["argv"] if segments else argv_now),
         "segments": [{"from_step": seg["from_step"], "command": _command(seg["argv"])} for seg in segments],
         "initialised_from": meta.get("initialised_from"),
         "steps": args.steps,
@@ -259,13 +289,29 @@ def init_from(model: nn.Module, model_dir: Path) -> list[str]:
     """Copy the tensors of ``model_dir``'s weights whose names and shapes match ``model``'s."""
     from safetensors.torch import load_file
 
-    from service.models.store import WEIGHTS_FILE
-
     source = load_file(str(model_dir / WEIGHTS_FILE))
     own = model.state_dict()
     matching = {k: v for k, v in source.items() if k in own and own[k].shape == v.shape}
     model.load_state_dict(matching, strict=False)
     return sorted(matching)
+
+
+def replay(card_dir: Path, work_dir: Path, model_store: Path) -> None:
+    """Re-run the recorded segments of a model card in order, each up to where the next began.
+
+    The sampler is seeded with ``seed + step`` at every (re)start, so the same segments from the
+    same steps draw the same patches: this is how a shipped model is trained again. It resumes
+    like any run when stopped.
+    """
+    training = json.loads((card_dir / "model.json").read_text())["training"]
+    segments = training["segments"]
+    for index, segment in enumerate(segments):
+        argv = shlex.split(segment["command"])[3:]  # after "python -m service.train"
+        argv += ["--work-dir", str(work_dir), "--model-store", str(model_store)]
+        if index + 1 < len(segments):
+            argv += ["--stop-at", str(segments[index + 1]["from_step"])]
+        print("replaying: python -m service.train " + " ".join(argv), flush=True)
+        main(argv)
 
 
 def _command(argv: list[str]) -> str:
@@ -274,7 +320,7 @@ def _command(argv: list[str]) -> str:
     for arg in argv:
         if skip:
             skip = False
-        elif arg in ("--model-store", "--work-dir"):
+        elif arg in ("--model-store", "--work-dir", "--stop-at"):
             skip = True
         elif arg != "--export":
             kept.append(arg)

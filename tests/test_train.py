@@ -113,3 +113,26 @@ def test_the_card_records_the_command_without_local_paths(tiny_datasets: Path, t
     expected = "python -m service.train --scale 2 --steps 2 --batch-size 2 --validate-every 1000"
     assert training["command"] == expected
     assert training["segments"] == [{"from_step": 0, "command": expected}]
+
+
+def test_replay_runs_the_recorded_segments_again_to_the_same_weights(
+    tiny_datasets: Path, tmp_path: Path
+) -> None:
+    store = tmp_path / "store"
+    common = ["--scale", "2", "--batch-size", "2", "--validate-every", "1000",
+              "--work-dir", str(tmp_path / "run"), "--model-store", str(store)]
+    # Two segments: stopped at 3 of 5, then a warm restart to 6 with another learning rate.
+    train.main([*common, "--steps", "5", "--stop-at", "3"])
+    assert not (store / "espcn-x2").exists()  # a stopped run exports nothing
+    train.main([*common, "--steps", "6", "--lr", "5e-4", "--restart-schedule"])
+    original = _card(store)
+    assert [s["from_step"] for s in original["training"]["segments"]] == [0, 3]
+    assert "--stop-at" not in original["training"]["segments"][0]["command"]
+
+    replay_store = tmp_path / "replayed"
+    train.main(["--replay", str(store / "espcn-x2" / "1"), "--work-dir", str(tmp_path / "replay"),
+                "--model-store", str(replay_store)])
+    replayed = _card(replay_store)
+    assert replayed["training"]["segments"] == original["training"]["segments"]
+    # Same segments from the same steps draw the same patches: the same weights.
+    assert replayed["sha256"] == original["sha256"]
