@@ -90,6 +90,9 @@ def test_a_run_resumes_and_a_warm_restart_is_recorded(tiny_datasets: Path, tmp_p
     assert "--restart-schedule" in segments[1]["command"]
     assert card["sha256"] != first["sha256"]
     assert (store / "espcn-x2" / "1" / "curve.png").stat().st_size > 0
+    readme = (store / "espcn-x2" / "1" / "README.md").read_text()
+    assert f"- from step 4: `{segments[1]['command']}`" in readme
+    assert "`python -m service.train --replay model_store/espcn-x2/1`" in readme
     # The exported weights load through the store (sha256 checked) and upscale.
     model = load_weights(ModelCard.read(store / "espcn-x2" / "1"))
     assert model(torch.rand(1, 1, 8, 8)).shape == (1, 1, 16, 16)
@@ -103,6 +106,9 @@ def test_init_from_is_recorded_in_the_card(tiny_datasets: Path, tmp_path: Path) 
     initialised = _card(store)["training"]["initialised_from"]
     assert initialised["model"].endswith("espcn-x3/1")
     assert "conv1.weight" in initialised["tensors"] and "conv3.weight" not in initialised["tensors"]
+    assert initialised["sha256"] == json.loads((SHIPPED_STORE / "espcn-x3" / "1" / "model.json").read_text())["sha256"]
+    readme = (store / "espcn-x2" / "1" / "README.md").read_text()
+    assert "initialised from" in readme and "4 tensors whose names and shapes match" in readme
 
 
 def test_the_card_records_the_command_without_local_paths(tiny_datasets: Path, tmp_path: Path) -> None:

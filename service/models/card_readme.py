@@ -29,10 +29,20 @@ def render(directory: Path) -> str:
         f"HR patch {training.get('hr_patch_px')} px",
         f"- duration: {training.get('duration_s', 0) / 60:.0f} min on {training.get('threads')} CPU thread(s)",
     ]
+    initialised = training.get("initialised_from")
+    if initialised:
+        lines.append(
+            f"- initialised from `{initialised['model']}` (sha256 `{initialised.get('sha256', '?')[:12]}...`): "
+            f"{len(initialised['tensors'])} tensors whose names and shapes match"
+        )
     for segment in training.get("segments", []):
         lines.append(f"- from step {segment['from_step']}: `{segment['command']}`")
     if not training.get("segments") and training.get("command"):
         lines.append(f"- command: `{training['command']}`")
+    if training.get("segments"):
+        lines.append(
+            f"- train it again: `python -m service.train --replay model_store/{card['name']}/{card['version']}`"
+        )
     lines += ["", "![loss and Set5 PSNR during training](curve.png)", ""]
     benchmarks = card.get("benchmarks") or {}
     if benchmarks:
