@@ -15,11 +15,12 @@ from torch import nn
 def save_checkpoint(
     path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, meta: dict[str, Any]
 ) -> None:
-    tensors = {f"model.{k}": v.detach().contiguous() for k, v in model.state_dict().items()}
+    # On the CPU, so a checkpoint written on a GPU resumes anywhere.
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     opt_state = optimizer.state_dict()
     for index, state in opt_state["state"].items():
         for key, value in state.items():
-            tensors[f"opt.{index}.{key}"] = torch.as_tensor(value).contiguous()
+            tensors[f"opt.{index}.{key}"] = torch.as_tensor(value).cpu().contiguous()
     groups = [{k: v for k, v in g.items()} for g in opt_state["param_groups"]]
     path.parent.mkdir(parents=True, exist_ok=True)
     # Write then rename, so a run killed mid-save leaves the previous checkpoint intact.

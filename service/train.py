@@ -67,6 +67,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "(e.g. the x3 body for an x2 model); ignored when a checkpoint exists",
     )
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument(
+        "--device", default="auto",
+        help="cpu, cuda, cuda:N; auto: cuda when there is one (checkpoints are device-free)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--validate-every", type=int, default=1000)
     p.add_argument("--checkpoint-every", type=int, default=500)
@@ -140,8 +144,9 @@ def validate(model: nn.Module, scale: int) -> float:
     scores = []
     with torch.inference_mode():
         for pair in eval_pairs("Set5", scale):
-            lr = load_y(pair.lr_path).float() / 255.0
-            sr = upscale_plane(model, lr).clamp(0, 1).double() * 255.0
+            device = next(model.parameters()).device
+            lr = (load_y(pair.lr_path).float() / 255.0).to(device)
+            sr = upscale_plane(model, lr).clamp(0, 1).double().cpu() * 255.0
             scores.append(psnr(load_y(pair.hr_path), sr.round(), border=scale))
     model.train()
     return sum(scores) / len(scores)
@@ -183,7 +188,11 @@ def main(argv: list[str] | None = None) -> None:
     name = f"{args.arch}-x{args.scale}"
     work_dir = args.work_dir or Path("runs") / name
     arch_args = json.loads(args.arch_args)
-    model = ARCHITECTURES.build(args.arch, scale=args.scale, **arch_args)
+    device = torch.device(
+        ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    )
+    # Moved before the optimizer exists, so Adam's state follows the parameters' device.
+    model = ARCHITECTURES.build(args.arch, scale=args.scale, **arch_args).to(device)
     last = set(map(id, model.last_layer().parameters()))
     body_params = [p for p in model.parameters() if id(p) not in last]
     optimizer = torch.optim.Adam(
@@ -239,7 +248,7 @@ def main(argv: list[str] | None = None) -> None:
         rate = learning_rate(step - schedule_from, args.steps - schedule_from, args.lr, args.lr_final)
         for group in optimizer.param_groups:
             group["lr"] = rate * group["lr_factor"]
-        lr, hr = sampler.sample(args.batch_size)
+        lr, hr = (t.to(device, non_blocking=True) for t in sampler.sample(args.batch_size))
         sr = model(lr)[..., halo_hr:-halo_hr, halo_hr:-halo_hr]
         loss = F.mse_loss(sr, hr[..., halo_hr:-halo_hr, halo_hr:-halo_hr])
         optimizer.zero_grad(set_to_none=True)
@@ -274,10 +283,11 @@ def main(argv: list[str] | None = None) -> None:
         "hr_patch_px": args.patch * args.scale,
         "duration_s": round(seconds, 1),
         "threads": args.threads,
+        "device": device.type,
         "final_set5_psnr_training_curve": history["val_psnr"][-1] if history["val_psnr"] else None,
     }
     model_dir = write_model_dir(
-        args.model_store, model, arch=args.arch, arch_args=arch_args, version=args.version,
+        args.model_store, model.cpu(), arch=args.arch, arch_args=arch_args, version=args.version,
         training=training,
     )
     plot_curves(history, model_dir / "curve.png", f"{name}: loss and Set5 PSNR (dashes: resumed)", segments)
@@ -320,7 +330,7 @@ def _command(argv: list[str]) -> str:
     for arg in argv:
         if skip:
             skip = False
-        elif arg in ("--model-store", "--work-dir", "--stop-at"):
+        elif arg in ("--model-store", "--work-dir", "--stop-at", "--device"):
             skip = True
         elif arg != "--export":
             kept.append(arg)

@@ -114,11 +114,12 @@ def test_init_from_is_recorded_in_the_card(tiny_datasets: Path, tmp_path: Path) 
 def test_the_card_records_the_command_without_local_paths(tiny_datasets: Path, tmp_path: Path) -> None:
     store = tmp_path / "store"
     train.main(["--scale", "2", "--steps", "2", "--batch-size", "2", "--validate-every", "1000",
-                "--work-dir", str(tmp_path / "run"), "--model-store", str(store)])
+                "--work-dir", str(tmp_path / "run"), "--model-store", str(store), "--device", "cpu"])
     training = _card(store)["training"]
     expected = "python -m service.train --scale 2 --steps 2 --batch-size 2 --validate-every 1000"
     assert training["command"] == expected
     assert training["segments"] == [{"from_step": 0, "command": expected}]
+    assert training["device"] == "cpu"
 
 
 def test_replay_runs_the_recorded_segments_again_to_the_same_weights(

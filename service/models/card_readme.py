@@ -27,8 +27,9 @@ def render(directory: Path) -> str:
         f"- data: {', '.join(training.get('data', []))} (never `eval/`)",
         f"- steps: {training.get('steps')} in all; the last segment's batch {training.get('batch_size')}, "
         f"HR patch {training.get('hr_patch_px')} px",
-        f"- duration: {training.get('duration_s', 0) / 60:.0f} min wall clock on {training.get('threads')} "
-        "CPU thread(s), all segments",
+        f"- duration: {training.get('duration_s', 0) / 60:.0f} min wall clock on "
+        + (f"{training.get('threads')} CPU thread(s)" if training.get("device", "cpu") == "cpu" else "a GPU")
+        + ", all segments",
     ]
     initialised = training.get("initialised_from")
     if initialised:
