@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from service.color import rgb_to_y
-from service.resize import downscale_uint8, imresize
+from service.resize import downscale_uint8, resize_uint8
 
 TRAIN_SETS = ("T91", "BSDS200")
 EVAL_SETS = ("Set5", "Set14", "BSD100")
@@ -96,7 +96,5 @@ def train_images(
     for path in paths:
         rgb = load_rgb(path)
         pairs.append(make_train_pair(rgb, scale))
-        for factor in resample:
-            shrunk = imresize(rgb, factor, round_between=True).round().clamp(0, 255)
-            pairs.append(make_train_pair(shrunk, scale))
+        pairs.extend(make_train_pair(resize_uint8(rgb, factor), scale) for factor in resample)
     return pairs

@@ -31,7 +31,7 @@ from torch import nn
 
 from service.inference import upscale_plane
 from service.quality import shave
-from service.resize import imresize
+from service.resize import downscale_uint8
 
 if TYPE_CHECKING:
     from service.evaluate import Poster, Sample
@@ -48,7 +48,7 @@ def proxy_gain_db(module: nn.Module, luma: torch.Tensor, scale: int) -> float | 
     if min(h, w) // scale < MIN_PROXY_SIDE:
         return None
     target = luma[:h, :w].to(torch.float64)
-    small = imresize(target, 1.0 / scale, round_between=True).round().clamp(0, 255)
+    small = downscale_uint8(target, scale)
     x = (small / 255.0).to(next(module.parameters()).dtype)
     device = next(module.parameters()).device
     with torch.inference_mode():
@@ -110,16 +110,16 @@ def _measure(scale: int, samples: list[Sample], client: Poster) -> tuple[list[fl
     from service.evaluate import output_y, score_method
 
     module = client.app.state.runtime.models.get("espcn", scale).module  # type: ignore[attr-defined]
-    energies, gains = [], []
+    proxies, gains = [], []
     for sample in samples:
         proxy = proxy_gain_db(module, output_y(sample.lr_png), scale)
         if proxy is None:
             continue
-        energies.append(proxy)
+        proxies.append(proxy)
         learned = score_method(client, [sample], "espcn", scale).psnr_db
         bicubic = score_method(client, [sample], "bicubic", scale).psnr_db
         gains.append(learned - bicubic)
-    return energies, gains
+    return proxies, gains
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -145,9 +145,9 @@ def main(argv: list[str] | None = None) -> None:
                     samples += directory_samples(datasets_root() / "train" / name, scale)
                 step = max(1, len(samples) // args.images)
                 samples = samples[::step]
-                energies, gains = _measure(scale, samples, client)
-                model = GainModel.fit(energies, gains)
-                rho = spearman([model.predict_db(e) for e in energies], gains)
+                proxies, gains = _measure(scale, samples, client)
+                model = GainModel.fit(proxies, gains)
+                rho = spearman([model.predict_db(x) for x in proxies], gains)
                 result[f"x{scale}"] = {"intercept_db": model.intercept_db, "slope_db": model.slope_db,
                                        "images": len(samples), "spearman_train": rho,
                                        "mean_gain_db": statistics.fmean(gains)}
@@ -161,8 +161,8 @@ def main(argv: list[str] | None = None) -> None:
             if args.scale not in models:
                 raise SystemExit(f"no gain model for x{args.scale}: run `python -m service.gain fit`")
             samples = benchmark_samples(args.set, args.scale)
-            energies, gains = _measure(args.scale, samples, client)
-            predicted = [models[args.scale].predict_db(e) for e in energies]
+            proxies, gains = _measure(args.scale, samples, client)
+            predicted = [models[args.scale].predict_db(x) for x in proxies]
             rho = spearman(predicted, gains)
             errors = [abs(a - b) for a, b in zip(predicted, gains, strict=True)]
             print(f"{args.set} x{args.scale}: Spearman(predicted, measured gain) = {rho:.3f} over "

@@ -74,11 +74,16 @@ def imresize(image: torch.Tensor, scale: float, *, round_between: bool = False) 
     return _resize_axis(result, image.dim() - 1, out_w, scale)
 
 
+def resize_uint8(image: torch.Tensor, scale: float) -> torch.Tensor:
+    """MATLAB ``imresize(uint8_image, scale, 'bicubic')`` on 0..255 values: rounded, clamped."""
+    resized = imresize(image.to(torch.float64), scale, round_between=True)
+    return resized.round().clamp(0, 255)
+
+
 def downscale_uint8(image: torch.Tensor, factor: int) -> torch.Tensor:
-    """MATLAB ``imresize(uint8_image, 1/factor, 'bicubic')`` on 0..255 values: rounded, clamped.
+    """MATLAB ``imresize(uint8_image, 1/factor, 'bicubic')``: how the benchmark LR files were made.
 
     Matches the benchmark LR files exactly on about 99 % of pixels; the rest sit at borders,
     where the published LR images were cut from larger originals.
     """
-    resized = imresize(image.to(torch.float64), 1.0 / factor, round_between=True)
-    return resized.round().clamp(0, 255)
+    return resize_uint8(image, 1.0 / factor)

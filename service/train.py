@@ -142,9 +142,9 @@ def validate(model: nn.Module, scale: int) -> float:
     """Mean Set5 PSNR on Y (shave r) of the raw network output: a training curve, not the card."""
     model.eval()
     scores = []
+    device = next(model.parameters()).device
     with torch.inference_mode():
         for pair in eval_pairs("Set5", scale):
-            device = next(model.parameters()).device
             lr = (load_y(pair.lr_path).float() / 255.0).to(device)
             sr = upscale_plane(model, lr).clamp(0, 1).double().cpu() * 255.0
             scores.append(psnr(load_y(pair.hr_path), sr.round(), border=scale))
@@ -224,7 +224,7 @@ def main(argv: list[str] | None = None) -> None:
         # (Where it writes and where it stops do not make a new segment: --replay adds them.)
         segments.append({"from_step": meta["step"], "argv": argv_now})
     # A warm restart decays over its own segment; otherwise over the whole run.
-    schedule_from = segments[-1]["from_step"] if segments and "--restart-schedule" in segments[-1]["argv"] else 0
+    schedule_from = segments[-1]["from_step"] if args.restart_schedule and segments else 0
     # The command line wins over a resumed checkpoint's per-group settings.
     optimizer.param_groups[0]["lr_factor"] = 1.0
     optimizer.param_groups[1]["lr_factor"] = args.last_layer_lr_factor
