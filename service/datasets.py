@@ -65,9 +65,10 @@ class TrainImage:
 
     lr: torch.Tensor  # (h, w)
     hr: torch.Tensor  # (h * r, w * r)
+    source: str = ""  # the training set it comes from (T91, BSDS200)
 
 
-def make_train_pair(rgb: torch.Tensor, scale: int) -> TrainImage:
+def make_train_pair(rgb: torch.Tensor, scale: int, source: str = "") -> TrainImage:
     """Crop an RGB image to a multiple of ``scale``, downscale it as MATLAB, take Y of both."""
     h = rgb.shape[-2] - rgb.shape[-2] % scale
     w = rgb.shape[-1] - rgb.shape[-1] % scale
@@ -76,6 +77,7 @@ def make_train_pair(rgb: torch.Tensor, scale: int) -> TrainImage:
     return TrainImage(
         lr=(rgb_to_y(lr_rgb) / 255.0).float(),
         hr=(rgb_to_y(hr_rgb) / 255.0).float(),
+        source=source,
     )
 
 
@@ -89,12 +91,12 @@ def train_images(
     detail at other frequencies, a cheap stand-in for a larger training set.
     """
     base = (root or datasets_root()) / "train"
-    paths = [p for name in TRAIN_SETS for p in sorted((base / name).glob("*.png"))]
+    paths = [(name, p) for name in TRAIN_SETS for p in sorted((base / name).glob("*.png"))]
     if not paths:
         raise FileNotFoundError(f"no training images under {base}")
     pairs = []
-    for path in paths:
+    for name, path in paths:
         rgb = load_rgb(path)
-        pairs.append(make_train_pair(rgb, scale))
-        pairs.extend(make_train_pair(resize_uint8(rgb, factor), scale) for factor in resample)
+        pairs.append(make_train_pair(rgb, scale, name))
+        pairs.extend(make_train_pair(resize_uint8(rgb, factor), scale, name) for factor in resample)
     return pairs

@@ -20,6 +20,7 @@ records every segment's command and first step, and ``--replay`` runs them again
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import random
 import shlex
@@ -37,7 +38,7 @@ from service.datasets import TRAIN_SETS, TrainImage, eval_pairs, load_y, train_i
 from service.inference import upscale_plane
 from service.models import card_readme
 from service.models.registry import ARCHITECTURES, count_parameters, macs_per_lr_pixel
-from service.models.store import WEIGHTS_FILE, sha256_of, write_model_dir
+from service.models.store import WEIGHTS_FILE, ModelCard, load_weights, sha256_of, write_model_dir
 from service.quality import psnr
 
 
@@ -65,6 +66,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--init-from", type=Path, default=None,
         help="a model directory whose weights start a fresh run where names and shapes match "
         "(e.g. the x3 body for an x2 model); ignored when a checkpoint exists",
+    )
+    p.add_argument(
+        "--share", nargs="*", default=[], metavar="SET=FRACTION",
+        help="the fraction of patches drawn from a training set (e.g. T91=0.5); the sets not "
+        "named share the rest by area. Default: every set by its area",
+    )
+    p.add_argument(
+        "--distill-from", type=Path, default=None, metavar="MODEL_DIR",
+        help="a stronger model of the same scale (say espcn-large) whose output on every "
+        "training LR image is blended into the target (knowledge distillation); train/ only",
+    )
+    p.add_argument(
+        "--distill-weight", type=float, default=0.5,
+        help="target = (1 - w) * HR + w * teacher output (with --distill-from)",
+    )
+    p.add_argument(
+        "--ema", type=float, default=0.0, metavar="DECAY",
+        help="keep an exponential moving average of the weights (e.g. 0.999); validation and "
+        "the exported model use it. 0: off",
     )
     p.add_argument("--threads", type=int, default=1)
     p.add_argument(
@@ -103,12 +123,14 @@ class PatchSampler:
     with flips and 90-degree rotations, so transforming the pair keeps it a valid pair.
     """
 
-    def __init__(self, images: list[TrainImage], scale: int, lr_size: int, seed: int) -> None:
+    def __init__(
+        self, images: list[TrainImage], scale: int, lr_size: int, seed: int,
+        shares: dict[str, float] | None = None,
+    ) -> None:
         self.images = [im for im in images if min(im.lr.shape) >= lr_size]
         self.scale = scale
         self.lr_size = lr_size
-        areas = torch.tensor([float(im.lr.numel()) for im in self.images])
-        self.weights = areas / areas.sum()
+        self.weights = patch_weights(self.images, shares or {})
         self.rng = random.Random(seed)
         self.generator = torch.Generator().manual_seed(seed)
 
@@ -130,6 +152,58 @@ class PatchSampler:
             lrs.append(lr)
             hrs.append(hr)
         return torch.stack(lrs)[:, None], torch.stack(hrs)[:, None]
+
+
+def patch_weights(images: list[TrainImage], shares: dict[str, float]) -> torch.Tensor:
+    """Probability of drawing each image: by area, with the named sets scaled to their share.
+
+    By area alone every LR pixel is equally likely, so BSDS200 (30.9 Mpx) gives 85% of the
+    patches and T91 (5.4 Mpx, the paper's whole training set) 15%.
+    """
+    areas = torch.tensor([float(im.lr.numel()) for im in images], dtype=torch.float64)
+    sources = [im.source for im in images]
+    unknown = set(shares) - set(sources)
+    if unknown:
+        raise ValueError(f"--share names no training images: {', '.join(sorted(unknown))}")
+    named = sum(shares.values())
+    if any(f < 0 for f in shares.values()) or named > 1.0 + 1e-9:
+        raise ValueError(f"--share fractions must be >= 0 and add up to at most 1, got {shares}")
+    rest = torch.tensor([s not in shares for s in sources])
+    weights = torch.zeros_like(areas)
+    if rest.any():
+        weights[rest] = areas[rest] / areas[rest].sum() * (1.0 - named)
+    for name, fraction in shares.items():
+        mine = torch.tensor([s == name for s in sources])
+        weights[mine] = areas[mine] / areas[mine].sum() * fraction
+    return (weights / weights.sum()).float()
+
+
+def parse_shares(items: list[str]) -> dict[str, float]:
+    shares = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--share {item!r}: expected SET=FRACTION, e.g. T91=0.5")
+        shares[name] = float(value)
+    return shares
+
+
+def distilled_targets(images: list[TrainImage], teacher: nn.Module, weight: float) -> list[TrainImage]:
+    """Blend a teacher's output into every training target: (1 - w) * HR + w * teacher(LR).
+
+    The teacher sees the whole LR training image through the server's own inference path
+    (border extension included), once, before training; the patches then crop the blended
+    target like any HR plane. Only ``train/`` images pass through here, never ``eval/``.
+    """
+    if not 0.0 <= weight <= 1.0:
+        raise ValueError(f"--distill-weight must be in 0..1, got {weight}")
+    teacher = teacher.eval()
+    blended = []
+    with torch.inference_mode():
+        for im in images:
+            taught = upscale_plane(teacher, im.lr).clamp(0.0, 1.0)
+            blended.append(TrainImage(lr=im.lr, hr=(1.0 - weight) * im.hr + weight * taught))
+    return blended
 
 
 def learning_rate(step: int, total: int, start: float, final: float) -> float:
@@ -203,7 +277,9 @@ def main(argv: list[str] | None = None) -> None:
         lr=args.lr,
     )
     checkpoint = work_dir / "checkpoint"
-    meta = load_checkpoint(checkpoint, model, optimizer) or {
+    # The weight average starts from the live weights unless the checkpoint carries one.
+    average = copy.deepcopy(model) if args.ema > 0 else None
+    meta = load_checkpoint(checkpoint, model, optimizer, average) or {
         "step": 0,
         "seconds": 0.0,
         "history": {"loss_step": [], "loss": [], "val_step": [], "val_psnr": []},
@@ -218,7 +294,15 @@ def main(argv: list[str] | None = None) -> None:
             "sha256": sha256_of(args.init_from / WEIGHTS_FILE),
             "tensors": copied,
         }
+        if average is not None:
+            average.load_state_dict(model.state_dict())
         print(f"initialised {len(copied)} tensors from {args.init_from}")
+    if args.distill_from is not None and not args.export:
+        meta["distilled_from"] = {
+            "model": str(args.distill_from),
+            "sha256": sha256_of(args.distill_from / WEIGHTS_FILE),
+            "weight": args.distill_weight,
+        }
     if not args.export and (not segments or _command(segments[-1]["argv"]) != _command(argv_now)):
         # A resumed run may change the schedule: the card lists every command and its start.
         # (Where it writes and where it stops do not make a new segment: --replay adds them.)
@@ -233,8 +317,15 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{name}: {count_parameters(model)} parameters, {macs_per_lr_pixel(model)} MACs/LR px")
     if meta["step"] < args.steps:
         print("building training pairs (MATLAB bicubic) ...", flush=True)
+        images = train_images(args.scale, resample=tuple(args.resample))
+        if args.distill_from is not None:
+            print(f"teacher outputs from {args.distill_from} ...", flush=True)
+            teacher_card = ModelCard.read(args.distill_from)
+            if teacher_card.scale != args.scale:
+                raise SystemExit(f"--distill-from {args.distill_from} is x{teacher_card.scale}, not x{args.scale}")
+            images = distilled_targets(images, load_weights(teacher_card), args.distill_weight)
         sampler = PatchSampler(
-            train_images(args.scale, resample=tuple(args.resample)), args.scale, args.patch + 2 * model.halo, args.seed + meta["step"]
+            images, args.scale, args.patch + 2 * model.halo, args.seed + meta["step"], parse_shares(args.share)
         )
     halo_hr = model.halo * args.scale
     model.train()
@@ -254,6 +345,9 @@ def main(argv: list[str] | None = None) -> None:
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        if average is not None:
+            with torch.no_grad():
+                torch._foreach_lerp_(list(average.parameters()), list(model.parameters()), 1.0 - args.ema)
         running = 0.98 * running + 0.02 * loss.item() if step else loss.item()
         done = step + 1
         if done % 100 == 0:
@@ -262,12 +356,13 @@ def main(argv: list[str] | None = None) -> None:
             bar.set_postfix(loss=f"{running:.2e}", lr=f"{rate:.1e}")
         if done % args.validate_every == 0 or done == args.steps:
             history["val_step"].append(done)
-            history["val_psnr"].append(validate(model, args.scale))
+            history["val_psnr"].append(validate(model if average is None else average, args.scale))
             bar.write(f"step {done}: Set5 PSNR {history['val_psnr'][-1]:.3f} dB")
         if done % args.checkpoint_every == 0 or done in (args.steps, stop):
             meta = {"step": done, "seconds": time.monotonic() - started, "history": history,
-                    "segments": segments, "initialised_from": meta.get("initialised_from")}
-            save_checkpoint(checkpoint, model, optimizer, meta)
+                    "segments": segments, "initialised_from": meta.get("initialised_from"),
+                    "distilled_from": meta.get("distilled_from")}
+            save_checkpoint(checkpoint, model, optimizer, meta, average)
     seconds = time.monotonic() - started
     if stop < args.steps:
         print(f"stopped at step {stop} of {args.steps}; checkpoint in {work_dir}")
@@ -278,6 +373,7 @@ def main(argv: list[str] | None = None) -> None:
         "command": _command(segments[-1]["argv"] if segments else argv_now),
         "segments": [{"from_step": seg["from_step"], "command": _command(seg["argv"])} for seg in segments],
         "initialised_from": meta.get("initialised_from"),
+        "distilled_from": meta.get("distilled_from"),
         "steps": args.steps,
         "batch_size": args.batch_size,
         "hr_patch_px": args.patch * args.scale,
@@ -287,7 +383,7 @@ def main(argv: list[str] | None = None) -> None:
         "final_set5_psnr_training_curve": history["val_psnr"][-1] if history["val_psnr"] else None,
     }
     model_dir = write_model_dir(
-        args.model_store, model.cpu(), arch=args.arch, arch_args=arch_args, version=args.version,
+        args.model_store, (model if average is None else average).cpu(), arch=args.arch, arch_args=arch_args, version=args.version,
         training=training,
     )
     plot_curves(history, model_dir / "curve.png", f"{name}: loss and Set5 PSNR (dashes: resumed)", segments)

@@ -14,7 +14,8 @@ import torch
 from PIL import Image
 
 from service import train
-from service.datasets import train_images
+from service.datasets import TrainImage, train_images
+from service.inference import upscale_plane
 from service.models.registry import ARCHITECTURES
 from service.models.store import ModelCard, load_weights
 from tests.conftest import DATA, SHIPPED_STORE, pattern
@@ -143,3 +144,78 @@ def test_replay_runs_the_recorded_segments_again_to_the_same_weights(
     assert replayed["training"]["segments"] == original["training"]["segments"]
     # Same segments from the same steps draw the same patches: the same weights.
     assert replayed["sha256"] == original["sha256"]
+
+
+def test_distilled_targets_blend_the_teacher_output_into_hr(tiny_datasets: Path) -> None:
+    images = train_images(2)
+    teacher_dir = SHIPPED_STORE / "espcn-large-x2" / "1"
+    teacher = load_weights(ModelCard.read(teacher_dir))
+    taught = [upscale_plane(teacher, im.lr).clamp(0, 1) for im in images]
+    assert all(not torch.allclose(t, im.hr, atol=1e-3) for t, im in zip(taught, images, strict=True))
+    for weight in (0.0, 0.25, 1.0):
+        blended = train.distilled_targets(images, teacher, weight)
+        for im, t, b in zip(images, taught, blended, strict=True):
+            assert torch.equal(b.lr, im.lr)
+            assert torch.allclose(b.hr, (1 - weight) * im.hr + weight * t, atol=1e-6)
+    with pytest.raises(ValueError, match="0..1"):
+        train.distilled_targets(images, teacher, 1.5)
+
+
+def test_distillation_is_recorded_and_a_teacher_of_another_scale_refused(
+    tiny_datasets: Path, tmp_path: Path
+) -> None:
+    store = tmp_path / "store"
+    common = ["--steps", "2", "--batch-size", "2", "--validate-every", "1000",
+              "--work-dir", str(tmp_path / "run"), "--model-store", str(store)]
+    teacher = SHIPPED_STORE / "espcn-large-x2" / "1"
+    train.main(["--scale", "2", *common, "--distill-from", str(teacher), "--distill-weight", "0.5"])
+    distilled = _card(store)["training"]["distilled_from"]
+    assert distilled["model"].endswith("espcn-large-x2/1") and distilled["weight"] == 0.5
+    assert distilled["sha256"] == json.loads((teacher / "model.json").read_text())["sha256"]
+    assert "--distill-from" in _card(store)["training"]["command"]
+    with pytest.raises(SystemExit, match="x2, not x3"):
+        train.main(["--scale", "3", *common, "--work-dir", str(tmp_path / "run3"),
+                    "--distill-from", str(teacher)])
+
+
+def test_ema_exports_the_weight_average_and_checkpoints_it(tiny_datasets: Path, tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+
+    work, store = tmp_path / "run", tmp_path / "store"
+    train.main(["--scale", "2", "--steps", "3", "--batch-size", "2", "--validate-every", "1000",
+                "--work-dir", str(work), "--model-store", str(store), "--ema", "0.5"])
+    saved = load_file(str(work / "checkpoint.safetensors"))
+    exported = load_weights(ModelCard.read(store / "espcn-x2" / "1")).state_dict()
+    for name, value in exported.items():
+        assert torch.equal(value, saved[f"average.{name}"])
+    # The average trails the live weights: after three steps it is not them.
+    assert any(not torch.equal(exported[n], saved[f"model.{n}"]) for n in exported)
+    assert "--ema 0.5" in _card(store)["training"]["command"]
+
+
+def _image(source: str, side: int) -> TrainImage:
+    return TrainImage(lr=torch.zeros(side, side), hr=torch.zeros(2 * side, 2 * side), source=source)
+
+
+def test_patch_weights_follow_area_unless_a_set_is_given_a_share() -> None:
+    images = [_image("T91", 10), _image("T91", 20), _image("BSDS200", 30), _image("BSDS200", 40)]
+    by_area = train.patch_weights(images, {})
+    assert by_area.tolist() == pytest.approx([100 / 3000, 400 / 3000, 900 / 3000, 1600 / 3000])
+    shared = train.patch_weights(images, {"T91": 0.5})
+    # Half for T91, split by area inside it; the other half for BSDS200, by area too.
+    assert shared.tolist() == pytest.approx([0.1, 0.4, 0.5 * 900 / 2500, 0.5 * 1600 / 2500])
+    with pytest.raises(ValueError, match="names no training images"):
+        train.patch_weights(images, {"Set5": 0.5})
+    with pytest.raises(ValueError, match="add up to at most 1"):
+        train.patch_weights(images, {"T91": 0.7, "BSDS200": 0.6})
+
+
+def test_a_share_changes_which_set_the_patches_come_from(tiny_datasets: Path) -> None:
+    images = train_images(2)
+    assert [im.source for im in images] == ["T91", "BSDS200"]
+    sampler = train.PatchSampler(images, 2, 9, seed=0, shares={"T91": 0.9})
+    picks = torch.multinomial(sampler.weights, 2000, replacement=True, generator=torch.Generator().manual_seed(0))
+    assert 0.87 < float((picks == 0).float().mean()) < 0.93
+    assert train.parse_shares(["T91=0.25"]) == {"T91": 0.25}
+    with pytest.raises(SystemExit, match="SET=FRACTION"):
+        train.parse_shares(["T91"])
