@@ -31,6 +31,7 @@ def test_one_structured_line_per_request(client: TestClient, caplog: pytest.LogC
     for field in ("queue_ms", "infer_ms", "encode_ms", "total_ms"):
         assert getattr(ok, field) >= 0
     assert bad.request_id == "req-43" and bad.status == 400 and bad.code == "invalid_image"  # type: ignore[attr-defined]
+    assert bad.detail and bad.total_ms >= 0  # type: ignore[attr-defined]
 
 
 def test_parameters_refused_by_fastapi_are_logged_and_counted(
@@ -45,3 +46,16 @@ def test_parameters_refused_by_fastapi_are_logged_and_counted(
     assert line.code == "invalid_parameter" and "scale" in line.detail  # type: ignore[attr-defined]
     metrics = client.get("/metrics").text
     assert 'sr_requests_total{method="invalid",scale="invalid",status="422"} 1.0' in metrics
+
+
+def test_only_the_upscale_route_counts_fastapis_refusals(client: TestClient) -> None:
+    def refused() -> str:
+        lines = client.get("/metrics").text.splitlines()
+        return "".join(line for line in lines if line.startswith('sr_requests_total{method="invalid"'))
+
+    before = refused()
+    # /v1/methods/choose refuses a bad body before its handler too; it is not an upscale.
+    assert client.post("/v1/methods/choose", json={"width": "wide"}).status_code == 422
+    assert refused() == before
+    assert client.post("/v1/upscale?scale=two", content=image_bytes()).status_code == 422
+    assert refused() != before

@@ -9,13 +9,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from service.api import upscale
 from service.api.request_id import request_id_of
 from service.errors import InvalidParameter, MethodNotAllowed, NotFound, ServiceError
 
 log = logging.getLogger(__name__)
-access_log = logging.getLogger("service.access")
-
-UPSCALE_PATH = "/v1/upscale"
 
 PROBLEM_JSON = "application/problem+json"
 
@@ -42,16 +40,14 @@ def install_problem_handlers(app: FastAPI) -> None:
     async def on_validation_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
         error = InvalidParameter(_describe(list(exc.errors())))
-        if request.url.path == UPSCALE_PATH:
-            # FastAPI refuses these before the handler runs (e.g. scale=two), so the handler's
-            # own accounting never sees them: count and log them here like its other 4xx.
-            runtime = getattr(request.app.state, "runtime", None)
-            if runtime is not None:
-                runtime.metrics.requests.labels(method="invalid", scale="invalid", status="422").inc()
-            access_log.info("upscale 422", extra={
-                "request_id": request_id_of(request.scope), "status": 422, "code": error.code,
-                "detail": error.detail,
-            })
+        route = request.scope.get("route")
+        runtime = getattr(request.app.state, "runtime", None)
+        if getattr(route, "endpoint", None) is upscale.upscale and runtime is not None:
+            # FastAPI refuses these before the handler runs, so count and log them here.
+            upscale.record_refusal(
+                runtime.metrics, {"method": "invalid", "scale": "invalid"},
+                {"request_id": request_id_of(request.scope)}, error,
+            )
         return problem_response(error)
 
     async def on_http_error(request: Request, exc: Exception) -> JSONResponse:

@@ -30,7 +30,7 @@ from service.errors import (
 )
 from service.gain import proxy_gain_db
 from service.imaging import MEDIA_TYPES, OUTPUT_FORMATS, DecodedImage, decode, encode
-from service.metrics import REJECTION_REASONS
+from service.metrics import REJECTION_REASONS, Metrics
 from service.operators import CLASSICAL_METHODS
 from service.pipeline import classical_upscale, merge_from_model, split_for_model
 from service.runtime import Runtime
@@ -230,11 +230,7 @@ async def upscale(
         async with runtime.admission() as deadline:
             response = await _serve(runtime, request, params, deadline, started, record)
     except ServiceError as error:
-        metrics.requests.labels(**labels, status=str(error.status)).inc()
-        if error.code in REJECTION_REASONS:
-            metrics.rejected.labels(reason=error.code).inc()
-        record.update(status=error.status, code=error.code, total_ms=_ms(time.monotonic() - started))
-        access_log.info("upscale %s", error.status, extra=record)
+        record_refusal(metrics, labels, record, error, started)
         raise
     except Exception:
         # A fault of ours: counted and logged here, answered as problem+json by the handler.
@@ -249,6 +245,24 @@ async def upscale(
     record.update(status=200, total_ms=_ms(duration))
     access_log.info("upscale 200", extra=record)
     return response
+
+
+def record_refusal(
+    metrics: Metrics,
+    labels: dict[str, str],
+    record: dict[str, object],
+    error: ServiceError,
+    started: float | None = None,
+) -> None:
+    """Count and access-log a refused upscale request: the handler's 4xx, and FastAPI's 422s
+    for parameters it rejects before the handler runs (``scale=two``), alike."""
+    metrics.requests.labels(**labels, status=str(error.status)).inc()
+    if error.code in REJECTION_REASONS:
+        metrics.rejected.labels(reason=error.code).inc()
+    record.update(status=error.status, code=error.code, detail=error.detail)
+    if started is not None:
+        record["total_ms"] = _ms(time.monotonic() - started)
+    access_log.info("upscale %s", error.status, extra=record)
 
 
 def _ms(seconds: float) -> float:
