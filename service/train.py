@@ -160,6 +160,10 @@ def patch_weights(images: list[TrainImage], shares: dict[str, float]) -> torch.T
     By area alone every LR pixel is equally likely, so BSDS200 (30.9 Mpx) gives 85% of the
     patches and T91 (5.4 Mpx, the paper's whole training set) 15%.
     """
+    if not shares:
+        # Computed exactly as before --share existed, so replays of older runs draw the same.
+        areas32 = torch.tensor([float(im.lr.numel()) for im in images])
+        return areas32 / areas32.sum()
     areas = torch.tensor([float(im.lr.numel()) for im in images], dtype=torch.float64)
     sources = [im.source for im in images]
     unknown = set(shares) - set(sources)
