@@ -40,3 +40,13 @@ def rgb_to_y(rgb: torch.Tensor) -> torch.Tensor:
     """(..., 3, H, W) RGB in 0..255 -> (..., H, W) luminance Y (16..235)."""
     matrix = _RGB_TO_YCBCR[0].to(rgb.dtype)
     return torch.einsum("j,...jhw->...hw", matrix, rgb) + 16.0
+
+
+def grey_to_studio(grey: torch.Tensor) -> torch.Tensor:
+    """Grey 0..255 -> the Y (16..235) of the RGB pixel (g, g, g): 16 + 219 g / 255."""
+    return grey * (219.0 / 255.0) + 16.0
+
+
+def studio_to_grey(y: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`grey_to_studio` (not clamped)."""
+    return (y - 16.0) * (255.0 / 219.0)

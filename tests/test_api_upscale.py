@@ -86,6 +86,21 @@ def test_learned_methods_change_only_luminance_detail(client: TestClient) -> Non
     assert (e[0] - b[0]).abs().mean() > 0.5  # luminance: the network did something else
 
 
+@pytest.mark.parametrize("method", ["espcn", "espcn-large"])
+def test_a_grey_image_upscales_as_its_grey_rgb_twin(client: TestClient, method: str) -> None:
+    # Grey g is the RGB pixel (g, g, g): the network must see the same luminance for both
+    # (the studio swing it learnt), not the grey values' full 0..255 swing.
+    grey = Image.open(io.BytesIO(image_bytes("L", (30, 22))))
+    stretched = grey.point(lambda g: 0 if g < 128 else 255)  # extremes: where the swings differ
+    twins = {}
+    for mode in ("L", "RGB"):
+        buffer = io.BytesIO()
+        stretched.convert(mode).save(buffer, format="PNG")
+        out = decode(post(client, buffer.getvalue(), scale=2, method=method).content)
+        twins[mode] = np.asarray(out.convert("L") if mode == "RGB" else out).astype(int)
+    assert np.abs(twins["L"] - twins["RGB"]).max() <= 1
+
+
 @pytest.mark.parametrize("scale", [2, 3, 4])
 def test_deconv_matches_espcn_on_shipped_weights(client: TestClient, scale: int) -> None:
     data = image_bytes("RGB", (40, 31))

@@ -18,7 +18,7 @@ from service.api.deps import ApiKey, RuntimeDep
 from service.api.methods import ChooseRequest, choice_for
 from service.api.request_id import request_id_of
 from service.batching import Job
-from service.color import rgb_to_y
+from service.color import grey_to_studio, rgb_to_y
 from service.errors import (
     ClientDisconnected,
     DeadlineExceeded,
@@ -159,7 +159,7 @@ async def _auto(runtime: Runtime, params: UpscaleParams, decoded: DecodedImage, 
 
 def _proxy_gain(module: torch.nn.Module, decoded: DecodedImage, scale: int) -> float | None:
     planes = torch.from_numpy(decoded.pixels).permute(2, 0, 1).to(torch.float64)
-    luma = planes[0] if decoded.mode in ("L", "LA") else rgb_to_y(planes[:3])
+    luma = grey_to_studio(planes[0]) if decoded.mode in ("L", "LA") else rgb_to_y(planes[:3])
     return proxy_gain_db(module, luma, scale)
 
 
