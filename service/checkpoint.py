@@ -13,17 +13,10 @@ from torch import nn
 
 
 def save_checkpoint(
-    path: Path,
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    meta: dict[str, Any],
-    average: nn.Module | None = None,
+    path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, meta: dict[str, Any]
 ) -> None:
-    """``average``: a running average of the weights (EMA), kept beside the live ones."""
     # On the CPU, so a checkpoint written on a GPU resumes anywhere.
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    if average is not None:
-        tensors.update({f"average.{k}": v.detach().cpu().contiguous() for k, v in average.state_dict().items()})
     opt_state = optimizer.state_dict()
     for index, state in opt_state["state"].items():
         for key, value in state.items():
@@ -40,13 +33,9 @@ def save_checkpoint(
 
 
 def load_checkpoint(
-    path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, average: nn.Module | None = None
+    path: Path, model: nn.Module, optimizer: torch.optim.Optimizer
 ) -> dict[str, Any] | None:
-    """Restore model and optimizer from ``path`` if it exists; return the saved meta.
-
-    ``average`` gets the saved weight average, or the live weights when the checkpoint has
-    none (a run that starts averaging on resume starts from where it stands).
-    """
+    """Restore model and optimizer from ``path`` if it exists; return the saved meta."""
     tensor_file = path.with_suffix(".safetensors")
     meta_file = path.with_suffix(".json")
     if not (tensor_file.exists() and meta_file.exists()):
@@ -54,9 +43,6 @@ def load_checkpoint(
     tensors = load_file(str(tensor_file))
     saved = json.loads(meta_file.read_text())
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-    if average is not None:
-        saved_average = {k[8:]: v for k, v in tensors.items() if k.startswith("average.")}
-        average.load_state_dict(saved_average or model.state_dict())
     state: dict[int, dict[str, torch.Tensor]] = {}
     for key, value in tensors.items():
         if key.startswith("opt."):

@@ -20,7 +20,6 @@ records every segment's command and first step, and ``--replay`` runs them again
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import random
 import shlex
@@ -80,11 +79,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--distill-weight", type=float, default=0.5,
         help="target = (1 - w) * HR + w * teacher output (with --distill-from)",
-    )
-    p.add_argument(
-        "--ema", type=float, default=0.0, metavar="DECAY",
-        help="keep an exponential moving average of the weights (e.g. 0.999); validation and "
-        "the exported model use it. 0: off",
     )
     p.add_argument("--threads", type=int, default=1)
     p.add_argument(
@@ -281,9 +275,7 @@ def main(argv: list[str] | None = None) -> None:
         lr=args.lr,
     )
     checkpoint = work_dir / "checkpoint"
-    # The weight average starts from the live weights unless the checkpoint carries one.
-    average = copy.deepcopy(model) if args.ema > 0 else None
-    meta = load_checkpoint(checkpoint, model, optimizer, average) or {
+    meta = load_checkpoint(checkpoint, model, optimizer) or {
         "step": 0,
         "seconds": 0.0,
         "history": {"loss_step": [], "loss": [], "val_step": [], "val_psnr": []},
@@ -298,8 +290,6 @@ def main(argv: list[str] | None = None) -> None:
             "sha256": sha256_of(args.init_from / WEIGHTS_FILE),
             "tensors": copied,
         }
-        if average is not None:
-            average.load_state_dict(model.state_dict())
         print(f"initialised {len(copied)} tensors from {args.init_from}")
     if args.distill_from is not None and not args.export:
         meta["distilled_from"] = {
@@ -349,9 +339,6 @@ def main(argv: list[str] | None = None) -> None:
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        if average is not None:
-            with torch.no_grad():
-                torch._foreach_lerp_(list(average.parameters()), list(model.parameters()), 1.0 - args.ema)
         running = 0.98 * running + 0.02 * loss.item() if step else loss.item()
         done = step + 1
         if done % 100 == 0:
@@ -360,13 +347,13 @@ def main(argv: list[str] | None = None) -> None:
             bar.set_postfix(loss=f"{running:.2e}", lr=f"{rate:.1e}")
         if done % args.validate_every == 0 or done == args.steps:
             history["val_step"].append(done)
-            history["val_psnr"].append(validate(model if average is None else average, args.scale))
+            history["val_psnr"].append(validate(model, args.scale))
             bar.write(f"step {done}: Set5 PSNR {history['val_psnr'][-1]:.3f} dB")
         if done % args.checkpoint_every == 0 or done in (args.steps, stop):
             meta = {"step": done, "seconds": time.monotonic() - started, "history": history,
                     "segments": segments, "initialised_from": meta.get("initialised_from"),
                     "distilled_from": meta.get("distilled_from")}
-            save_checkpoint(checkpoint, model, optimizer, meta, average)
+            save_checkpoint(checkpoint, model, optimizer, meta)
     seconds = time.monotonic() - started
     if stop < args.steps:
         print(f"stopped at step {stop} of {args.steps}; checkpoint in {work_dir}")
@@ -387,7 +374,7 @@ def main(argv: list[str] | None = None) -> None:
         "final_set5_psnr_training_curve": history["val_psnr"][-1] if history["val_psnr"] else None,
     }
     model_dir = write_model_dir(
-        args.model_store, (model if average is None else average).cpu(), arch=args.arch, arch_args=arch_args, version=args.version,
+        args.model_store, model.cpu(), arch=args.arch, arch_args=arch_args, version=args.version,
         training=training,
     )
     plot_curves(history, model_dir / "curve.png", f"{name}: loss and Set5 PSNR (dashes: resumed)", segments)

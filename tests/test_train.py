@@ -178,21 +178,6 @@ def test_distillation_is_recorded_and_a_teacher_of_another_scale_refused(
                     "--distill-from", str(teacher)])
 
 
-def test_ema_exports_the_weight_average_and_checkpoints_it(tiny_datasets: Path, tmp_path: Path) -> None:
-    from safetensors.torch import load_file
-
-    work, store = tmp_path / "run", tmp_path / "store"
-    train.main(["--scale", "2", "--steps", "3", "--batch-size", "2", "--validate-every", "1000",
-                "--work-dir", str(work), "--model-store", str(store), "--ema", "0.5"])
-    saved = load_file(str(work / "checkpoint.safetensors"))
-    exported = load_weights(ModelCard.read(store / "espcn-x2" / "1")).state_dict()
-    for name, value in exported.items():
-        assert torch.equal(value, saved[f"average.{name}"])
-    # The average trails the live weights: after three steps it is not them.
-    assert any(not torch.equal(exported[n], saved[f"model.{n}"]) for n in exported)
-    assert "--ema 0.5" in _card(store)["training"]["command"]
-
-
 def _image(source: str, side: int) -> TrainImage:
     return TrainImage(lr=torch.zeros(side, side), hr=torch.zeros(2 * side, 2 * side), source=source)
 
