@@ -49,7 +49,7 @@ def split_for_model(pixels: np.ndarray, mode: str, scale: int) -> ModelInput:
     if mode in ("L", "LA"):
         # A grey image is its own Y, but on the full 0..255 swing; the networks learnt the
         # studio swing 16..235 of colour images. Grey g is the RGB (g, g, g), whose Y is
-        # 16 + 219 g / 255 (worth 0.02-0.04 dB on Set14's greyscale bridge).
+        # 16 + 219 g / 255 (worth 0.01-0.04 dB on Set14's greyscale bridge).
         luma, rest = grey_to_studio(planes[0, 0]), planes[:, 1:]
     else:
         ycbcr = rgb_to_ycbcr(planes[:, :3])

@@ -20,6 +20,7 @@ records every segment's command and first step, and ``--replay`` runs them again
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import random
 import shlex
@@ -200,7 +201,7 @@ def distilled_targets(images: list[TrainImage], teacher: nn.Module, weight: floa
     with torch.inference_mode():
         for im in images:
             taught = upscale_plane(teacher, im.lr).clamp(0.0, 1.0)
-            blended.append(TrainImage(lr=im.lr, hr=(1.0 - weight) * im.hr + weight * taught))
+            blended.append(dataclasses.replace(im, hr=(1.0 - weight) * im.hr + weight * taught))
     return blended
 
 
@@ -291,7 +292,12 @@ def main(argv: list[str] | None = None) -> None:
             "tensors": copied,
         }
         print(f"initialised {len(copied)} tensors from {args.init_from}")
+    shares = parse_shares(args.share)
+    teacher_card = None
     if args.distill_from is not None and not args.export:
+        teacher_card = ModelCard.read(args.distill_from)
+        if teacher_card.scale != args.scale:
+            raise SystemExit(f"--distill-from {args.distill_from} is x{teacher_card.scale}, not x{args.scale}")
         meta["distilled_from"] = {
             "model": str(args.distill_from),
             "sha256": sha256_of(args.distill_from / WEIGHTS_FILE),
@@ -312,15 +318,10 @@ def main(argv: list[str] | None = None) -> None:
     if meta["step"] < args.steps:
         print("building training pairs (MATLAB bicubic) ...", flush=True)
         images = train_images(args.scale, resample=tuple(args.resample))
-        if args.distill_from is not None:
+        if teacher_card is not None:
             print(f"teacher outputs from {args.distill_from} ...", flush=True)
-            teacher_card = ModelCard.read(args.distill_from)
-            if teacher_card.scale != args.scale:
-                raise SystemExit(f"--distill-from {args.distill_from} is x{teacher_card.scale}, not x{args.scale}")
             images = distilled_targets(images, load_weights(teacher_card), args.distill_weight)
-        sampler = PatchSampler(
-            images, args.scale, args.patch + 2 * model.halo, args.seed + meta["step"], parse_shares(args.share)
-        )
+        sampler = PatchSampler(images, args.scale, args.patch + 2 * model.halo, args.seed + meta["step"], shares)
     halo_hr = model.halo * args.scale
     model.train()
     running, started = 0.0, time.monotonic() - meta["seconds"]

@@ -155,7 +155,7 @@ def test_distilled_targets_blend_the_teacher_output_into_hr(tiny_datasets: Path)
     for weight in (0.0, 0.25, 1.0):
         blended = train.distilled_targets(images, teacher, weight)
         for im, t, b in zip(images, taught, blended, strict=True):
-            assert torch.equal(b.lr, im.lr)
+            assert torch.equal(b.lr, im.lr) and b.source == im.source  # --share still applies
             assert torch.allclose(b.hr, (1 - weight) * im.hr + weight * t, atol=1e-6)
     with pytest.raises(ValueError, match="0..1"):
         train.distilled_targets(images, teacher, 1.5)
