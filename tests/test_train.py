@@ -64,14 +64,18 @@ def test_init_from_copies_the_matching_tensors_and_keeps_the_rest() -> None:
     assert torch.equal(model.conv3.weight, head_before)
 
 
+def _tiny_run(work: Path, store: Path) -> list[str]:
+    """The flags every run here shares: two-patch batches, no validation, where it writes."""
+    return ["--batch-size", "2", "--validate-every", "1000", "--work-dir", str(work), "--model-store", str(store)]
+
+
 def _card(store: Path) -> dict:
     return json.loads((store / "espcn-x2" / "1" / "model.json").read_text())
 
 
 def test_a_run_resumes_and_a_warm_restart_is_recorded(tiny_datasets: Path, tmp_path: Path) -> None:
     work, store = tmp_path / "run", tmp_path / "store"
-    common = ["--scale", "2", "--batch-size", "2", "--validate-every", "1000",
-              "--checkpoint-every", "2", "--work-dir", str(work), "--model-store", str(store)]
+    common = ["--scale", "2", *_tiny_run(work, store), "--checkpoint-every", "2"]
     train.main([*common, "--steps", "4"])
     first = _card(store)
     assert first["training"]["steps"] == 4
@@ -101,8 +105,7 @@ def test_a_run_resumes_and_a_warm_restart_is_recorded(tiny_datasets: Path, tmp_p
 
 def test_init_from_is_recorded_in_the_card(tiny_datasets: Path, tmp_path: Path) -> None:
     store = tmp_path / "store"
-    train.main(["--scale", "2", "--steps", "2", "--batch-size", "2", "--validate-every", "1000",
-                "--work-dir", str(tmp_path / "run"), "--model-store", str(store),
+    train.main(["--scale", "2", "--steps", "2", *_tiny_run(tmp_path / "run", store),
                 "--init-from", str(SHIPPED_STORE / "espcn-x3" / "1")])
     initialised = _card(store)["training"]["initialised_from"]
     assert initialised["model"].endswith("espcn-x3/1")
@@ -114,8 +117,7 @@ def test_init_from_is_recorded_in_the_card(tiny_datasets: Path, tmp_path: Path) 
 
 def test_the_card_records_the_command_without_local_paths(tiny_datasets: Path, tmp_path: Path) -> None:
     store = tmp_path / "store"
-    train.main(["--scale", "2", "--steps", "2", "--batch-size", "2", "--validate-every", "1000",
-                "--work-dir", str(tmp_path / "run"), "--model-store", str(store), "--device", "cpu"])
+    train.main(["--scale", "2", "--steps", "2", *_tiny_run(tmp_path / "run", store), "--device", "cpu"])
     training = _card(store)["training"]
     expected = "python -m service.train --scale 2 --steps 2 --batch-size 2 --validate-every 1000"
     assert training["command"] == expected
@@ -127,8 +129,7 @@ def test_replay_runs_the_recorded_segments_again_to_the_same_weights(
     tiny_datasets: Path, tmp_path: Path
 ) -> None:
     store = tmp_path / "store"
-    common = ["--scale", "2", "--batch-size", "2", "--validate-every", "1000",
-              "--work-dir", str(tmp_path / "run"), "--model-store", str(store)]
+    common = ["--scale", "2", *_tiny_run(tmp_path / "run", store)]
     # Two segments: stopped at 3 of 5, then a warm restart to 6 with another learning rate.
     train.main([*common, "--steps", "5", "--stop-at", "3"])
     assert not (store / "espcn-x2").exists()  # a stopped run exports nothing
@@ -165,16 +166,15 @@ def test_distillation_is_recorded_and_a_teacher_of_another_scale_refused(
     tiny_datasets: Path, tmp_path: Path
 ) -> None:
     store = tmp_path / "store"
-    common = ["--steps", "2", "--batch-size", "2", "--validate-every", "1000",
-              "--work-dir", str(tmp_path / "run"), "--model-store", str(store)]
     teacher = SHIPPED_STORE / "espcn-large-x2" / "1"
-    train.main(["--scale", "2", *common, "--distill-from", str(teacher), "--distill-weight", "0.5"])
+    train.main(["--scale", "2", "--steps", "2", *_tiny_run(tmp_path / "run", store),
+                "--distill-from", str(teacher), "--distill-weight", "0.5"])
     distilled = _card(store)["training"]["distilled_from"]
     assert distilled["model"].endswith("espcn-large-x2/1") and distilled["weight"] == 0.5
     assert distilled["sha256"] == json.loads((teacher / "model.json").read_text())["sha256"]
     assert "--distill-from" in _card(store)["training"]["command"]
     with pytest.raises(SystemExit, match="x2, not x3"):
-        train.main(["--scale", "3", *common, "--work-dir", str(tmp_path / "run3"),
+        train.main(["--scale", "3", "--steps", "2", *_tiny_run(tmp_path / "run3", store),
                     "--distill-from", str(teacher)])
 
 

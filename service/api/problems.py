@@ -45,7 +45,7 @@ def install_problem_handlers(app: FastAPI) -> None:
         if getattr(route, "endpoint", None) is upscale.upscale and runtime is not None:
             # FastAPI refuses these before the handler runs, so count and log them here.
             upscale.record_refusal(
-                runtime.metrics, {"method": "invalid", "scale": "invalid"},
+                runtime.metrics, upscale.INVALID_LABELS,
                 {"request_id": request_id_of(request.scope)}, error,
             )
         return problem_response(error)

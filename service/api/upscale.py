@@ -218,7 +218,7 @@ async def upscale(
 ) -> Response:
     """Upscale the image in the body (raw bytes or multipart field ``image``)."""
     started = time.monotonic()
-    labels = {"method": "invalid", "scale": "invalid"}
+    labels = INVALID_LABELS
     metrics = runtime.metrics
     record: dict[str, object] = {
         "request_id": request_id_of(request.scope), "method": method, "scale": scale
@@ -245,6 +245,10 @@ async def upscale(
     record.update(status=200, total_ms=_ms(duration))
     access_log.info("upscale 200", extra=record)
     return response
+
+
+# The metric labels of a request refused before its method and scale were known to be valid.
+INVALID_LABELS = {"method": "invalid", "scale": "invalid"}
 
 
 def record_refusal(
