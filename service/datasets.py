@@ -82,14 +82,25 @@ def make_train_pair(rgb: torch.Tensor, scale: int, source: str = "") -> TrainIma
 
 
 def train_images(
-    scale: int, root: Path | None = None, *, resample: tuple[float, ...] = ()
+    scale: int,
+    root: Path | None = None,
+    *,
+    resample: tuple[float, ...] = (),
+    shifts: tuple[tuple[int, int], ...] = (),
 ) -> list[TrainImage]:
     """Training pairs from ``train/``; ``resample`` adds copies of every image shrunk first.
 
     Shrinking an HR image by 0.9 ... 0.6 (MATLAB bicubic, antialiased) before making its pair
     is the scale augmentation of SRCNN/FSRCNN/VDSR's "291 images": the same scenes with their
     detail at other frequencies, a cheap stand-in for a larger training set.
+
+    ``shifts`` adds copies of every (unshrunk) image with its first ``dy`` rows and ``dx``
+    columns cut off, 0 < d < scale: the LR grid then samples the scene at another sub-pixel
+    phase, so the network sees the same detail land differently on the LR pixels.
     """
+    for dy, dx in shifts:
+        if not (0 <= dy < scale and 0 <= dx < scale) or (dy, dx) == (0, 0):
+            raise ValueError(f"shift {dy},{dx}: each offset must be in 0..{scale - 1}, not both 0")
     base = (root or datasets_root()) / "train"
     paths = [(name, p) for name in TRAIN_SETS for p in sorted((base / name).glob("*.png"))]
     if not paths:
@@ -98,5 +109,6 @@ def train_images(
     for name, path in paths:
         rgb = load_rgb(path)
         pairs.append(make_train_pair(rgb, scale, name))
+        pairs.extend(make_train_pair(rgb[:, dy:, dx:], scale, name) for dy, dx in shifts)
         pairs.extend(make_train_pair(resize_uint8(rgb, factor), scale, name) for factor in resample)
     return pairs

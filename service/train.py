@@ -42,6 +42,14 @@ from service.models.store import WEIGHTS_FILE, ModelCard, load_weights, sha256_o
 from service.quality import psnr
 
 
+def _shift(text: str) -> tuple[int, int]:
+    try:
+        dy, dx = (int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected DY,DX, e.g. 2,2") from None
+    return dy, dx
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m service.train", description=__doc__.split("\n")[0])
     p.add_argument("--scale", type=int, choices=(2, 3, 4))
@@ -61,6 +69,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--resample", type=float, nargs="*", default=[],
         help="scale augmentation: also train on every image shrunk by these factors (e.g. 0.9 0.8 0.7 0.6)",
+    )
+    p.add_argument(
+        "--shifts", type=_shift, nargs="*", default=[], metavar="DY,DX",
+        help="phase augmentation: also train on every image with DY rows and DX columns cut "
+        "off the top left (0 <= D < scale), so its LR pixels sample the scene at another phase",
     )
     p.add_argument(
         "--init-from", type=Path, default=None,
@@ -108,6 +121,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.scale is None and args.replay is None:
         p.error("--scale is required (or --replay MODEL_DIR)")
+    for dy, dx in args.shifts:
+        if args.scale is not None and (not (0 <= dy < args.scale and 0 <= dx < args.scale) or dy == dx == 0):
+            p.error(f"--shifts {dy},{dx}: each offset must be in 0..{args.scale - 1}, not both 0")
     return args
 
 
@@ -317,7 +333,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{name}: {count_parameters(model)} parameters, {macs_per_lr_pixel(model)} MACs/LR px")
     if meta["step"] < args.steps:
         print("building training pairs (MATLAB bicubic) ...", flush=True)
-        images = train_images(args.scale, resample=tuple(args.resample))
+        images = train_images(args.scale, resample=tuple(args.resample), shifts=tuple(args.shifts))
         if teacher_card is not None:
             print(f"teacher outputs from {args.distill_from} ...", flush=True)
             images = distilled_targets(images, load_weights(teacher_card), args.distill_weight)

@@ -14,7 +14,8 @@ import torch
 from PIL import Image
 
 from service import train
-from service.datasets import TrainImage, train_images
+from service.color import rgb_to_y
+from service.datasets import TrainImage, load_rgb, train_images
 from service.inference import upscale_plane
 from service.models.registry import ARCHITECTURES
 from service.models.store import ModelCard, load_weights
@@ -50,6 +51,28 @@ def test_resample_adds_shrunk_copies_of_every_image(tiny_datasets: Path) -> None
     for pair in augmented:
         assert pair.hr.shape == (pair.lr.shape[0] * 3, pair.lr.shape[1] * 3)
         assert 0.0 <= float(pair.lr.min()) and float(pair.lr.max()) <= 1.0
+
+
+def test_shifts_add_copies_whose_lr_samples_another_phase(tiny_datasets: Path) -> None:
+    plain = train_images(3)
+    shifted = train_images(3, shifts=((1, 2),))
+    assert len(shifted) == 2 * len(plain)
+    base, moved = shifted[:2]
+    assert torch.equal(base.hr, plain[0].hr)
+    # The copy's HR is the source with one row and two columns cut off (then cropped to the
+    # scale), and its LR is a fresh MATLAB downscale of it, not a crop of the unshifted LR.
+    h, w = moved.hr.shape
+    source = load_rgb(tiny_datasets / "train" / "T91" / "a.png")
+    assert torch.allclose(moved.hr, (rgb_to_y(source[:, 1 : 1 + h, 2 : 2 + w]) / 255.0).float())
+    assert moved.hr.shape == (moved.lr.shape[0] * 3, moved.lr.shape[1] * 3)
+    overlap = base.lr[: moved.lr.shape[0], : moved.lr.shape[1]]
+    assert not torch.allclose(moved.lr, overlap, atol=1e-3)
+
+
+@pytest.mark.parametrize("shift", ["3,0", "0,0", "-1,1", "1"])
+def test_shifts_outside_the_scale_are_refused(shift: str) -> None:
+    with pytest.raises(SystemExit):
+        train.parse_args(["--scale", "3", "--shifts", shift])
 
 
 def test_init_from_copies_the_matching_tensors_and_keeps_the_rest() -> None:
