@@ -107,12 +107,17 @@ def _measure(scale: int, samples: list[Sample], client: Poster) -> tuple[list[fl
     """The proxy gain of each LR input, and espcn's measured PSNR gain over bicubic on it."""
     # The fit/validate commands use the evaluation tooling; the server, which imports this
     # module for the estimate alone, does not load it.
-    from service.evaluate import output_y, score_method
+    from service.evaluate import score_method
+    from service.imaging import decode
+    from service.pipeline import luma_and_rest
 
     module = client.app.state.runtime.models.get("espcn", scale).module  # type: ignore[attr-defined]
     proxies, gains = [], []
     for sample in samples:
-        proxy = proxy_gain_db(module, output_y(sample.lr_png), scale)
+        # The proxy sees the luminance the server's `auto` computes (a grey image on the studio
+        # swing), so the fitted line applies to what the server measures.
+        decoded = decode(sample.lr_png, scale=scale, max_input_pixels=2**31, max_output_pixels=2**31)
+        proxy = proxy_gain_db(module, luma_and_rest(decoded.pixels, decoded.mode)[0], scale)
         if proxy is None:
             continue
         proxies.append(proxy)

@@ -44,16 +44,24 @@ class ModelInput:
     scale: int
 
 
-def split_for_model(pixels: np.ndarray, mode: str, scale: int) -> ModelInput:
+def luma_and_rest(pixels: np.ndarray, mode: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The (H, W) luminance a network sees and the (1, K, H, W) planes that go around it.
+
+    The one place that says what a network's input is, for the upscale path and for the
+    ``auto`` proxy alike. Colour: Y of BT.601 studio swing; the rest is Cb, Cr and any alpha.
+    A grey image is its own Y, but on the full 0..255 swing; the networks learnt the studio
+    swing 16..235 of colour images. Grey g is the RGB (g, g, g), whose Y is 16 + 219 g / 255
+    (worth 0.01-0.04 dB on Set14's greyscale bridge); the rest is any alpha.
+    """
     planes = _planes(pixels)
     if mode in ("L", "LA"):
-        # A grey image is its own Y, but on the full 0..255 swing; the networks learnt the
-        # studio swing 16..235 of colour images. Grey g is the RGB (g, g, g), whose Y is
-        # 16 + 219 g / 255 (worth 0.01-0.04 dB on Set14's greyscale bridge).
-        luma, rest = grey_to_studio(planes[0, 0]), planes[:, 1:]
-    else:
-        ycbcr = rgb_to_ycbcr(planes[:, :3])
-        luma, rest = ycbcr[0, 0], torch.cat([ycbcr[:, 1:], planes[:, 3:]], dim=1)
+        return grey_to_studio(planes[0, 0]), planes[:, 1:]
+    ycbcr = rgb_to_ycbcr(planes[:, :3])
+    return ycbcr[0, 0], torch.cat([ycbcr[:, 1:], planes[:, 3:]], dim=1)
+
+
+def split_for_model(pixels: np.ndarray, mode: str, scale: int) -> ModelInput:
+    luma, rest = luma_and_rest(pixels, mode)
     upscaled = interpolate(rest, scale, "bicubic") if rest.shape[1] else None
     return ModelInput(luma=luma.contiguous(), upscaled_rest=upscaled, mode=mode, scale=scale)
 

@@ -77,3 +77,23 @@ def test_auto_gives_a_flat_image_bicubic_and_a_detailed_one_the_network(make_cli
     assert r.headers["x-sr-method"] in ("espcn", "deconv", "espcn-large"), r.headers["x-sr-auto"]
     r = client.post("/v1/upscale?scale=3&method=auto", content=image_bytes(), headers={"Content-Type": "image/png"})
     assert r.status_code == 200  # too small for the proxy: the set averages decide
+
+
+def test_the_fit_sees_a_grey_image_as_the_server_does(client: TestClient) -> None:
+    """`gain fit` measures the proxy on the luminance the server's `auto` computes: a grey image
+    is its grey RGB twin on the studio swing, so both get the same proxy."""
+    from service.evaluate import Sample
+    from service.gain import _measure
+
+    grey = np.array(Image.open(DATA / "eval/Set5/x3/LR/img_003.png").convert("L"))
+    twin = np.repeat(grey[:, :, None], 3, axis=2)
+    hr_y = _y("eval/Set5/x3/HR/img_003.png")  # only the measured gain reads it
+    samples = []
+    for pixels in (grey, twin):
+        out = io.BytesIO()
+        Image.fromarray(pixels).save(out, format="PNG")
+        samples.append(Sample("butterfly", out.getvalue(), hr_y))
+    proxies, _ = _measure(3, samples, client)
+    assert len(proxies) == 2
+    # The old full-swing grey was off by 0.0007 dB here: small, but a second definition.
+    assert proxies[0] == pytest.approx(proxies[1], abs=1e-4)

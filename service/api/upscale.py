@@ -18,7 +18,6 @@ from service.api.deps import ApiKey, RuntimeDep
 from service.api.methods import ChooseRequest, choice_for
 from service.api.request_id import request_id_of
 from service.batching import Job
-from service.color import grey_to_studio, rgb_to_y
 from service.errors import (
     ClientDisconnected,
     DeadlineExceeded,
@@ -32,7 +31,7 @@ from service.gain import proxy_gain_db
 from service.imaging import MEDIA_TYPES, OUTPUT_FORMATS, DecodedImage, decode, encode
 from service.metrics import REJECTION_REASONS, Metrics
 from service.operators import CLASSICAL_METHODS
-from service.pipeline import classical_upscale, merge_from_model, split_for_model
+from service.pipeline import classical_upscale, luma_and_rest, merge_from_model, split_for_model
 from service.runtime import Runtime
 
 router = APIRouter(prefix="/v1", tags=["upscale"])
@@ -158,8 +157,7 @@ async def _auto(runtime: Runtime, params: UpscaleParams, decoded: DecodedImage, 
 
 
 def _proxy_gain(module: torch.nn.Module, decoded: DecodedImage, scale: int) -> float | None:
-    planes = torch.from_numpy(decoded.pixels).permute(2, 0, 1).to(torch.float64)
-    luma = grey_to_studio(planes[0]) if decoded.mode in ("L", "LA") else rgb_to_y(planes[:3])
+    luma, _ = luma_and_rest(decoded.pixels, decoded.mode)
     return proxy_gain_db(module, luma, scale)
 
 
