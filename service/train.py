@@ -375,6 +375,9 @@ def main(argv: list[str] | None = None) -> None:
     if stop < args.steps:
         print(f"stopped at step {stop} of {args.steps}; checkpoint in {work_dir}")
         return
+    # An --export call only writes the weights: the batch, patch and threads that trained them
+    # are those of the last segment's command, not the export command's defaults.
+    trained_by = parse_args(segments[-1]["argv"]) if segments else args
     training = {
         "data": [f"train/{s}" for s in TRAIN_SETS],
         # The command that trained the final weights (an --export call only writes them).
@@ -383,10 +386,10 @@ def main(argv: list[str] | None = None) -> None:
         "initialised_from": meta.get("initialised_from"),
         "distilled_from": meta.get("distilled_from"),
         "steps": args.steps,
-        "batch_size": args.batch_size,
-        "hr_patch_px": args.patch * args.scale,
+        "batch_size": trained_by.batch_size,
+        "hr_patch_px": trained_by.patch * args.scale,
         "duration_s": round(seconds, 1),
-        "threads": args.threads,
+        "threads": trained_by.threads,
         "device": device.type,
         "final_set5_psnr_training_curve": history["val_psnr"][-1] if history["val_psnr"] else None,
     }

@@ -161,6 +161,16 @@ def test_replay_runs_the_recorded_segments_again_to_the_same_weights(
     assert [s["from_step"] for s in original["training"]["segments"]] == [0, 3]
     assert "--stop-at" not in original["training"]["segments"][0]["command"]
 
+    # An export with other (default) flags writes the same weights and keeps the card's
+    # batch size: the one that trained them, not the export command's default of 32.
+    exported_store = tmp_path / "exported"
+    train.main(["--scale", "2", "--export", "--version", "7", "--work-dir", str(tmp_path / "run"),
+                "--model-store", str(exported_store)])
+    exported = json.loads((exported_store / "espcn-x2" / "7" / "model.json").read_text())
+    assert exported["sha256"] == original["sha256"]
+    assert exported["training"]["batch_size"] == original["training"]["batch_size"] == 2
+    assert exported["training"]["segments"] == original["training"]["segments"]
+
     replay_store = tmp_path / "replayed"
     train.main(["--replay", str(store / "espcn-x2" / "1"), "--work-dir", str(tmp_path / "replay"),
                 "--model-store", str(replay_store)])
@@ -227,3 +237,15 @@ def test_a_share_changes_which_set_the_patches_come_from(tiny_datasets: Path) ->
     assert train.parse_shares(["T91=0.25"]) == {"T91": 0.25}
     with pytest.raises(SystemExit, match="SET=FRACTION"):
         train.parse_shares(["T91"])
+
+
+def test_every_shipped_card_records_the_batch_of_its_last_segment() -> None:
+    """The card's batch, HR patch and threads describe the command that trained the weights."""
+    import shlex
+
+    for card_path in sorted(SHIPPED_STORE.glob("*/*/model.json")):
+        training = json.loads(card_path.read_text())["training"]
+        last = training["segments"][-1]["command"] if training.get("segments") else training["command"]
+        args = train.parse_args(shlex.split(last)[3:])  # drop "python -m service.train"
+        recorded = (training["batch_size"], training["hr_patch_px"], training["threads"])
+        assert recorded == (args.batch_size, args.patch * args.scale, args.threads), card_path
