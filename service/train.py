@@ -2,7 +2,7 @@
 
     python -m service.train --scale 3                    # espcn x3, paper recipe
     python -m service.train --scale 3 --arch espcn-large
-    python -m service.train --replay model_store/espcn-x3/3   # train a shipped model again
+    python -m service.train --replay model_store/espcn-x3/4   # train a shipped model again
 
 Recipe (Shi et al. 2016 and its reproductions): Y channel only; HR sub-images of 17r px with
 their LR inputs made by MATLAB-style bicubic downscaling; random flips and 90-degree rotations;

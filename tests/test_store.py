@@ -71,7 +71,9 @@ def test_card_without_a_field_is_refused(tmp_path: Path) -> None:
 
 def test_server_does_not_start_on_a_corrupt_store(tmp_path: Path) -> None:
     shutil.copytree(SHIPPED_STORE, tmp_path / "store")
-    weights = next((tmp_path / "store").glob("espcn-x3/*/weights.safetensors"))
+    # The served (newest) version: a corrupt older one is never loaded.
+    served = next(c for c in discover(tmp_path / "store") if c.arch == "espcn" and c.scale == 3)
+    weights = served.directory / "weights.safetensors"
     weights.write_bytes(weights.read_bytes()[:-8])
     app = create_app(Settings(model_store=tmp_path / "store", device="cpu"))
     with pytest.raises(ModelStoreError, match="sha256"):
