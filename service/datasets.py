@@ -81,6 +81,13 @@ def make_train_pair(rgb: torch.Tensor, scale: int, source: str = "") -> TrainIma
     )
 
 
+def check_shifts(shifts: tuple[tuple[int, int], ...], scale: int) -> None:
+    """A phase shift cuts 0..scale-1 rows and columns; (0, 0) would only repeat the image."""
+    for dy, dx in shifts:
+        if not (0 <= dy < scale and 0 <= dx < scale) or (dy, dx) == (0, 0):
+            raise ValueError(f"shift {dy},{dx}: each offset must be in 0..{scale - 1}, not both 0")
+
+
 def train_images(
     scale: int,
     root: Path | None = None,
@@ -98,9 +105,7 @@ def train_images(
     columns cut off, 0 < d < scale: the LR grid then samples the scene at another sub-pixel
     phase, so the network sees the same detail land differently on the LR pixels.
     """
-    for dy, dx in shifts:
-        if not (0 <= dy < scale and 0 <= dx < scale) or (dy, dx) == (0, 0):
-            raise ValueError(f"shift {dy},{dx}: each offset must be in 0..{scale - 1}, not both 0")
+    check_shifts(shifts, scale)
     base = (root or datasets_root()) / "train"
     paths = [(name, p) for name in TRAIN_SETS for p in sorted((base / name).glob("*.png"))]
     if not paths:

@@ -34,7 +34,7 @@ from torch import nn
 from tqdm import tqdm
 
 from service.checkpoint import load_checkpoint, save_checkpoint
-from service.datasets import TRAIN_SETS, TrainImage, eval_pairs, load_y, train_images
+from service.datasets import TRAIN_SETS, TrainImage, check_shifts, eval_pairs, load_y, train_images
 from service.inference import upscale_plane
 from service.models import card_readme
 from service.models.registry import ARCHITECTURES, count_parameters, macs_per_lr_pixel
@@ -121,9 +121,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.scale is None and args.replay is None:
         p.error("--scale is required (or --replay MODEL_DIR)")
-    for dy, dx in args.shifts:
-        if args.scale is not None and (not (0 <= dy < args.scale and 0 <= dx < args.scale) or dy == dx == 0):
-            p.error(f"--shifts {dy},{dx}: each offset must be in 0..{args.scale - 1}, not both 0")
+    if args.scale is not None:
+        try:
+            check_shifts(tuple(args.shifts), args.scale)
+        except ValueError as exc:
+            p.error(f"--shifts: {exc}")
     return args
 
 
