@@ -62,6 +62,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lr-final", type=float, default=1e-5)
     p.add_argument("--last-layer-lr-factor", type=float, default=0.1)
     p.add_argument(
+        "--loss", choices=("mse", "l1"), default="mse",
+        help="mse (the paper's), or l1 (what ECBSR and most later work train with; "
+        "a final segment with mse fine-tunes for PSNR)",
+    )
+    p.add_argument(
         "--restart-schedule", action="store_true",
         help="this segment's learning rate decays from --lr at the step it starts from, "
         "not from step 0 (a warm restart to fine-tune a finished run for longer)",
@@ -223,6 +228,9 @@ def distilled_targets(images: list[TrainImage], teacher: nn.Module, weight: floa
     return blended
 
 
+LOSSES = {"mse": F.mse_loss, "l1": F.l1_loss}
+
+
 def learning_rate(step: int, total: int, start: float, final: float) -> float:
     """Log-linear decay from ``start`` to ``final`` (the paper's 0.01 -> 0.0001 shape)."""
     fraction = min(step / max(total, 1), 1.0)
@@ -354,7 +362,7 @@ def main(argv: list[str] | None = None) -> None:
             group["lr"] = rate * group["lr_factor"]
         lr, hr = (t.to(device, non_blocking=True) for t in sampler.sample(args.batch_size))
         sr = model(lr)[..., halo_hr:-halo_hr, halo_hr:-halo_hr]
-        loss = F.mse_loss(sr, hr[..., halo_hr:-halo_hr, halo_hr:-halo_hr])
+        loss = LOSSES[args.loss](sr, hr[..., halo_hr:-halo_hr, halo_hr:-halo_hr])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
 from torch import nn
 
+from service.models.ecb import RepSubPixel
 from service.models.espcn import ESPCN
 from service.models.large import ESPCNLarge
 
@@ -39,6 +41,9 @@ class Registry:
 ARCHITECTURES = Registry()
 ARCHITECTURES.register("espcn", ESPCN)
 ARCHITECTURES.register("espcn-large", ESPCNLarge)
+# The re-parameterised tiers, sized to the multiply-adds of espcn and espcn-large.
+ARCHITECTURES.register("ecbsr", functools.partial(RepSubPixel, channels=23, blocks=4))
+ARCHITECTURES.register("ecbsr-large", functools.partial(RepSubPixel, channels=40, blocks=8))
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -46,8 +51,12 @@ def count_parameters(model: nn.Module) -> int:
 
 
 def macs_per_lr_pixel(model: nn.Module) -> int:
-    """Multiply-adds per low-resolution pixel of every convolution (the network's cost)."""
-    total = 0
+    """Multiply-adds per low-resolution pixel of the served network: every convolution, plus
+    any other per-pixel work it declares (``extra_macs_per_lr_pixel``, a bicubic base).
+    A re-parameterisable network is counted folded, as it is served."""
+    if hasattr(model, "fold"):
+        model = model.fold()
+    total = int(getattr(model, "extra_macs_per_lr_pixel", 0))
     for module in model.modules():
         if isinstance(module, nn.Conv2d):
             k = module.kernel_size[0] * module.kernel_size[1]

@@ -50,7 +50,12 @@ class ModelSet:
             raise ModelStoreError(f"model store {store} holds no models")
         models: list[ResidentModel] = []
         for card in cards:
-            module = load_weights(card).to(device=device, dtype=dtype).eval()
+            module = load_weights(card)
+            if hasattr(module, "fold"):
+                # A re-parameterisable network is stored in its training form and served
+                # folded into plain convolutions (service.models.ecb).
+                module = module.fold()
+            module = module.to(device=device, dtype=dtype).eval()
             models.append(ResidentModel(card.method, card.scale, card, module, device, dtype))
             if card.arch == "espcn":
                 # Rewritten once here; it shares the body's tensors with the espcn model.

@@ -1,0 +1,97 @@
+"""The re-parameterisable sub-pixel family: every form of a block computes the same function."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from service.models.ecb import EdgeBlock, PlainSubPixel, RepSubPixel
+from service.models.registry import ARCHITECTURES, macs_per_lr_pixel
+
+
+def _randomise(module: torch.nn.Module, std: float = 0.3) -> None:
+    # Far from the init, where several branches start near zero and would hide a wrong fold.
+    with torch.no_grad():
+        for p in module.parameters():
+            p.normal_(0, std)
+
+
+@pytest.mark.parametrize(("inp", "out", "act"), [(1, 8, True), (6, 6, True), (6, 9, False), (5, 5, False)])
+def test_a_block_merged_and_folded_equals_its_branches(inp: int, out: int, act: bool) -> None:
+    torch.manual_seed(inp * 10 + out)
+    block = EdgeBlock(inp, out, act=act)
+    _randomise(block)
+    x = torch.rand(2, inp, 7, 11)
+    with torch.no_grad():
+        branches = block.forward_branches(x)
+        merged = block(x)
+        folded = block.fold()(x)
+    assert block.identity == (inp == out)
+    assert (merged - branches).abs().max().item() <= 1e-5
+    assert (folded - branches).abs().max().item() <= 1e-5
+
+
+@pytest.mark.parametrize("branch", ["conv3x3", "expand", "sobel_x", "sobel_y", "laplacian", "identity"])
+def test_each_branch_alone_folds_exactly(branch: str) -> None:
+    """Every branch but one silenced: a fold that drops or misplaces one branch fails here."""
+    torch.manual_seed(1)
+    block = EdgeBlock(4, 4, act=False)
+    _randomise(block)
+    with torch.no_grad():
+        parts = {"conv3x3": block.conv3x3, "expand": block.expand, **block.edges}
+        for name, part in parts.items():
+            if name != branch:
+                for p in part.parameters():
+                    p.zero_()
+        block.identity = branch == "identity"
+    x = torch.rand(1, 4, 5, 6)
+    with torch.no_grad():
+        assert (block.fold()(x) - block.forward_branches(x)).abs().max().item() <= 1e-5
+        assert block.forward_branches(x).abs().max().item() > 1e-3  # the branch does something
+
+
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_the_served_network_equals_the_training_network(scale: int) -> None:
+    torch.manual_seed(scale)
+    net = RepSubPixel(scale, channels=6, blocks=2)
+    _randomise(net, 0.2)
+    folded = net.fold()
+    assert isinstance(folded, PlainSubPixel)
+    assert all(isinstance(m, torch.nn.Conv2d | torch.nn.PReLU) for layer in folded.layers for m in layer)
+    x = torch.rand(3, 1, 9, 13)
+    with torch.no_grad():
+        reference = net.forward_branches(x)
+        assert reference.shape == (3, 1, 9 * scale, 13 * scale)
+        assert (net(x) - reference).abs().max().item() <= 1e-5
+        assert (folded(x) - reference).abs().max().item() <= 1e-5
+
+
+def test_a_mask_makes_a_canvas_compute_what_the_bare_image_does() -> None:
+    torch.manual_seed(0)
+    folded = RepSubPixel(3, channels=5, blocks=2)
+    _randomise(folded, 0.2)
+    plain = folded.fold()
+    image = torch.rand(1, 1, 6, 8)
+    # The canvas beyond the image replicates its edge (as tiling.assemble does) and is masked.
+    canvas = torch.nn.functional.pad(image, (0, 5, 0, 4), mode="replicate")
+    mask = torch.zeros_like(canvas)
+    mask[..., :6, :8] = 1
+    with torch.no_grad():
+        bare = plain(image)
+        on_canvas = plain(canvas, mask)[..., : 6 * 3, : 8 * 3]
+    assert (bare - on_canvas).abs().max().item() <= 1e-5
+
+
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_the_tiers_cost_no_more_than_the_networks_they_compete_with(scale: int) -> None:
+    def macs(arch: str) -> int:
+        return macs_per_lr_pixel(ARCHITECTURES.build(arch, scale=scale))
+
+    assert macs("ecbsr") <= macs("espcn")
+    assert macs("ecbsr-large") <= macs("espcn-large")
+
+
+def test_macs_count_the_folded_convolutions_and_the_bicubic_base() -> None:
+    net = RepSubPixel(3, channels=4, blocks=1)
+    convs = 1 * 4 * 9 + 4 * 4 * 9 + 4 * 9 * 9
+    assert macs_per_lr_pixel(net) == convs + 16 * 9
