@@ -2,8 +2,10 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-HOST ?= 127.0.0.1
-PORT ?= 8000
+# Unset, the settings decide (SR_HOST / SR_PORT, default 127.0.0.1:8000); `make serve PORT=9000`
+# and `SR_PORT=9000 make serve` both work.
+HOST ?=
+PORT ?=
 
 .PHONY: install install-test system-test-deps serve test lint bench evaluate clean
 
@@ -34,7 +36,7 @@ system-test-deps:
 	  else echo "prometheus not installed: its integration test will be skipped"; fi; }
 
 serve: install
-	$(BIN)/python -m service --host $(HOST) --port $(PORT)
+	$(BIN)/python -m service $(if $(HOST),--host $(HOST)) $(if $(PORT),--port $(PORT))
 
 test: install-test system-test-deps
 	$(BIN)/python -m pytest -q

@@ -3,8 +3,8 @@
     python -m benchmarks.run                      # everything, ~5 minutes on 2 cores
     python -m benchmarks.run --seconds 4 --concurrency 1 16 --out bench-results/quick.json
 
-For each input size (PNG, x3, espcn): the in-process pipeline (decode, network on the whole
-plane at batch 1, encode, called directly) and the service over real HTTP (uvicorn in a
+For each input size (PNG, x3, espcn): the server's pipeline called in process, one request at a
+time (``serving.upscaler.upscale`` on a Runtime of its own: no HTTP) and the service over real HTTP (uvicorn in a
 subprocess, httpx client here) at each concurrency, with batching on (the settings' default)
 and off (SR_MAX_BATCH_SIZE=1). Then a mixed-size workload (64..1024 px sides). Reported:
 requests/s, output megapixels/s, p50/p95/p99 latency, the service/in-process throughput
@@ -33,22 +33,19 @@ import numpy as np
 import torch
 from PIL import Image
 
-from service.config import REPO_ROOT, Settings
-from service.device import resolve_device, resolve_dtype
-from service.imaging import decode, encode
-from service.inference import crop_borders, extend_borders, run_network
-from service.models.resident import ModelSet
-from service.pipeline import merge_from_model, split_for_model
+from service.config import Settings
+from service.imaging.synthetic import pattern
+from service.models.device import resolve_device
+from service.serving import upscaler
+from service.serving.runtime import Runtime
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def photo_like(size: int, seed: int) -> bytes:
-    """A natural-ish test image: smooth shading plus edges and texture, as PNG."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:size, 0:size] / size
-    base = 128 + 60 * np.sin(6 * xx + 3 * yy) + 40 * (((xx * 9).astype(int) + (yy * 7).astype(int)) % 2)
-    rgb = np.stack([base, base * 0.8 + 30, 255 - base], axis=-1) + rng.normal(0, 8, (size, size, 3))
+    """The synthetic test picture (``imaging.synthetic``) as PNG."""
     buffer = io.BytesIO()
-    Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8)).save(buffer, format="PNG")
+    Image.fromarray(pattern(size, size, 3, seed)).save(buffer, format="PNG")
     return buffer.getvalue()
 
 
@@ -71,31 +68,30 @@ def summarise(latencies: list[float], wall_s: float, out_pixels: int) -> dict[st
 
 
 def in_process(body: bytes, scale: int, seconds: float) -> dict[str, float]:
-    settings = Settings()
-    device = resolve_device("auto")
-    models = ModelSet.load(settings.model_store, device, resolve_dtype("auto", device))
-    model = models.get("espcn", scale)
-    assert model is not None
+    return asyncio.run(_in_process(body, scale, seconds))
 
-    def once() -> int:
-        img = decode(body, scale=scale, max_input_pixels=1 << 30, max_output_pixels=1 << 32)
-        mi = split_for_model(img.pixels, img.mode, scale)
-        # The same network work as the service: the border extension, the whole plane, batch 1.
-        y = crop_borders(run_network(model, extend_borders(mi.luma, model.halo)[None, None])[0, 0],
-                         model.halo * scale)
-        pixels = merge_from_model(mi, y)
-        encode(pixels, img.mode, "png", quality=90, png_compress_level=settings.png_compress_level,
-               icc_profile=None)
-        return int(pixels.shape[0] * pixels.shape[1])
 
-    once()  # warm
-    latencies, pixels = [], 0
-    started = time.monotonic()
-    while time.monotonic() - started < seconds or len(latencies) < 3:
-        t = time.monotonic()
-        pixels += once()
-        latencies.append(time.monotonic() - t)
-    return summarise(latencies, time.monotonic() - started, pixels)
+async def _in_process(body: bytes, scale: int, seconds: float) -> dict[str, float]:
+    runtime = Runtime.start(Settings(model_store=REPO_ROOT / "model_store", calibrate=False))
+    request = upscaler.UpscaleRequest(scale=scale, method="espcn", format="png")
+
+    async def once() -> int:
+        deadline = time.monotonic() + runtime.settings.request_timeout_s
+        result = await upscaler.upscale(runtime, body, request, deadline)
+        return result.output_size[0] * result.output_size[1]
+
+    try:
+        await runtime.in_codec_pool(runtime.warm_up)
+        await once()
+        latencies, pixels = [], 0
+        started = time.monotonic()
+        while time.monotonic() - started < seconds or len(latencies) < 3:
+            t = time.monotonic()
+            pixels += await once()
+            latencies.append(time.monotonic() - t)
+        return summarise(latencies, time.monotonic() - started, pixels)
+    finally:
+        await runtime.close()
 
 
 # -- over HTTP ----------------------------------------------------------------------------------

@@ -38,7 +38,7 @@ class DrainingServer(uvicorn.Server):
             super().handle_exit(sig, frame)
             return
         log.info("SIGTERM: draining %d requests in flight", runtime.lifecycle.inflight)
-        runtime.lifecycle.draining = True
+        runtime.begin_drain()
         loop = asyncio.get_event_loop()
         self._draining = loop.create_task(self._drain_then_exit(runtime))
 

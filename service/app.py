@@ -12,19 +12,23 @@ from service import __version__
 from service.api import health, methods, metrics, models, upscale
 from service.api.problems import install_problem_handlers
 from service.api.request_id import RequestIdMiddleware
-from service.calibration import calibrate
 from service.config import Settings
-from service.runtime import Runtime
+from service.models.inference import run_network
+from service.serving.batching import RunBatch
+from service.serving.calibration import calibrate
+from service.serving.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, *, run_batch: RunBatch = run_network) -> FastAPI:
+    """The application; ``run_batch`` runs one batch on the device (tests pass a slow or
+    failing network here)."""
     settings = settings or Settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        runtime = Runtime.start(settings)
+        runtime = Runtime.start(settings, run_batch=run_batch)
         app.state.runtime = runtime
         try:
             if settings.warmup:

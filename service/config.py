@@ -1,14 +1,23 @@
-"""The one typed settings object. Every field is read from ``SR_<NAME>`` in the environment."""
+"""The one typed settings object, and the contract's fixed vocabularies.
+
+Every field of :class:`Settings` is read from ``SR_<NAME>`` in the environment. Paths are taken
+relative to the working directory (the repository root for ``make``; ``/app`` in the image), not
+to the installed package, which may live in a read-only site-packages.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+# The contract's upscaling factors and output formats, written once.
+Scale = Literal[2, 3, 4]
+SCALES: tuple[int, ...] = get_args(Scale)
+OutputFormat = Literal["png", "jpeg", "webp"]
+OUTPUT_FORMATS: tuple[str, ...] = get_args(OutputFormat)
 
 
 class Settings(BaseSettings):
@@ -20,7 +29,13 @@ class Settings(BaseSettings):
     port: int = Field(8000, ge=0, le=65535)
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda|cuda:\d+)$")
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
-    model_store: Path = REPO_ROOT / "model_store"
+    model_store: Path = Field(
+        Path("model_store"),
+        description="the models, and the measured tables beside them (gain.json, classical_quality.json)",
+    )
+    datasets: Path = Field(
+        Path("../shared/datasets"), description="train/ and eval/ images; offline commands only"
+    )
 
     # Batching and admission.
     max_batch_size: int = Field(4, ge=1, description="tiles per batch")
@@ -43,7 +58,7 @@ class Settings(BaseSettings):
     webp_quality: int = Field(90, ge=1, le=100)
 
     # Threads: inference gets ``torch_threads``; decode/encode share ``codec_threads``.
-    torch_threads: int = Field(0, ge=0, description="0 = one per CPU core")
+    torch_threads: int = Field(0, ge=0, description="0 = torch's default (one per physical core)")
     codec_threads: int = Field(2, ge=1)
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

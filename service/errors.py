@@ -87,5 +87,9 @@ class ClientDisconnected(ServiceError):
     status, code, title = 499, "client_disconnected", "The client closed the connection"
 
 
+class InferenceFailed(ServiceError):
+    status, code, title = 500, "inference_failed", "The model failed on this request"
+
+
 class DeadlineExceeded(ServiceError):
     status, code, title = 504, "deadline_exceeded", "The request waited too long"

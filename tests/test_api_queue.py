@@ -19,26 +19,35 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
-import service.inference
-from service.config import REPO_ROOT, Settings
-from service.runtime import Runtime
+from service.config import Settings
+from service.models.inference import run_network
+from service.serving.runtime import Runtime
 
-from .conftest import SHIPPED_STORE, LiveServer, decode, image_bytes, wait_until
-from .test_api_upscale import assert_problem, post
+from .helpers import (
+    REPO_ROOT,
+    SHIPPED_STORE,
+    LiveServer,
+    assert_problem,
+    decode,
+    image_bytes,
+    post,
+    wait_until,
+)
+
+
+class Gate(threading.Event):
+    """Holds every batch on the device until set: a slow model on demand (its ``run_batch``)."""
+
+    def run_batch(self, model: Any, batch: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        self.wait(30)
+        return run_network(model, batch, mask)
 
 
 @pytest.fixture
-def gate(monkeypatch: pytest.MonkeyPatch) -> threading.Event:
-    """Holds every batch on the device until set: a slow model on demand."""
-    opened = threading.Event()
-    real = service.inference.run_network
-
-    def gated(model: Any, batch: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        opened.wait(30)
-        return real(model, batch, mask)
-
-    monkeypatch.setattr(service.inference, "run_network", gated)
-    return opened
+def gate() -> Iterator[Gate]:
+    opened = Gate()
+    yield opened
+    opened.set()  # never leave a device thread waiting
 
 
 def runtime_of(client: TestClient) -> Runtime:
@@ -58,8 +67,8 @@ def test_concurrent_mixed_sizes_return_the_sequential_pixels(client: TestClient)
         assert np.abs(pa - pb).max() <= 1 and (pa != pb).mean() < 1e-3
 
 
-def test_full_queue_answers_503_at_once(gate: threading.Event, make_client: Callable[..., TestClient]) -> None:
-    client = make_client(max_queue=2)
+def test_full_queue_answers_503_at_once(gate: Gate, make_client: Callable[..., TestClient]) -> None:
+    client = make_client(run_batch=gate.run_batch, max_queue=2)
     runtime = runtime_of(client)
     with ThreadPoolExecutor(2) as pool:
         held = [pool.submit(post, client, image_bytes(), scale=2) for _ in range(2)]
@@ -77,28 +86,29 @@ def test_full_queue_answers_503_at_once(gate: threading.Event, make_client: Call
 
 
 def test_deadline_answers_504_and_the_server_goes_on(
-    gate: threading.Event, make_client: Callable[..., TestClient]
+    gate: Gate, make_client: Callable[..., TestClient]
 ) -> None:
-    client = make_client(request_timeout_s=0.3)
+    client = make_client(run_batch=gate.run_batch, request_timeout_s=0.3)
     assert_problem(post(client, image_bytes(), scale=2), 504, "deadline_exceeded")
     gate.set()
     assert post(client, image_bytes(), scale=2).status_code == 200
     assert runtime_of(client).batcher.queued_tiles == 0
 
 
-def test_classical_methods_need_no_device(gate: threading.Event, make_client: Callable[..., TestClient]) -> None:
-    client = make_client(request_timeout_s=0.3)
+def test_classical_methods_need_no_device(gate: Gate, make_client: Callable[..., TestClient]) -> None:
+    client = make_client(run_batch=gate.run_batch, request_timeout_s=0.3)
     assert post(client, image_bytes(), method="bicubic").status_code == 200
 
 
 @pytest.fixture
-def live_server(gate: threading.Event) -> Iterator[tuple[str, Runtime]]:
-    with LiveServer(Settings(model_store=SHIPPED_STORE, device="cpu", warmup=False, calibrate=False)) as live:
+def live_server(gate: Gate) -> Iterator[tuple[str, Runtime]]:
+    settings = Settings(model_store=SHIPPED_STORE, device="cpu", warmup=False, calibrate=False)
+    with LiveServer(settings, run_batch=gate.run_batch) as live:
         yield live.url, live.app.state.runtime
         gate.set()
 
 
-def test_disconnect_drops_queued_work(live_server: tuple[str, Runtime], gate: threading.Event) -> None:
+def test_disconnect_drops_queued_work(live_server: tuple[str, Runtime], gate: Gate) -> None:
     url, runtime = live_server
     host, port = url.removeprefix("http://").split(":")
     body = image_bytes(size=(400, 300))
@@ -172,14 +182,11 @@ def _ok(url: str) -> bool:
         return False
 
 
-def test_a_model_fault_is_a_500_problem_and_counted(
-    monkeypatch: pytest.MonkeyPatch, make_client: Callable[..., TestClient]
-) -> None:
+def test_a_model_fault_is_a_500_problem_and_counted(make_client: Callable[..., TestClient]) -> None:
     def broken(model: Any, batch: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         raise RuntimeError("injected fault")
 
-    monkeypatch.setattr(service.inference, "run_network", broken)
-    client = make_client()
+    client = make_client(run_batch=broken)
     response = post(client, image_bytes(), scale=2)
     assert_problem(response, 500, "inference_failed")
     assert post(client, image_bytes(), method="bicubic").status_code == 200  # the rest still works

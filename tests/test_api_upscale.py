@@ -12,10 +12,10 @@ import torch
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from service.color import rgb_to_ycbcr
-from service.operators import interpolate
+from service.imaging.colour import rgb_to_ycbcr
+from service.imaging.resamplers import interpolate
 
-from .conftest import decode, image_bytes, pattern
+from .helpers import assert_problem, decode, image_bytes, pattern, post
 
 METHODS = ["nearest", "bilinear", "bicubic", "espcn", "deconv"]
 MODES = ["RGB", "RGBA", "L", "P"]
@@ -26,11 +26,6 @@ EXPECTED_MODE = {
     **{(m, "jpeg"): {"RGB": "RGB", "RGBA": "RGB", "L": "L", "P": "RGB"}[m] for m in MODES},
     **{(m, "webp"): {"RGB": "RGB", "RGBA": "RGBA", "L": "RGB", "P": "RGB"}[m] for m in MODES},
 }
-
-
-def post(client: TestClient, data: bytes, content_type: str = "image/png", **params: object):  # type: ignore[no-untyped-def]
-    query = "&".join(f"{k}={v}" for k, v in params.items())
-    return client.post(f"/v1/upscale?{query}", content=data, headers={"Content-Type": content_type})
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
@@ -224,14 +219,6 @@ def test_transparency_survives(client: TestClient) -> None:
 
 
 # --- errors: status, code and problem+json for real bad inputs --------------------------------
-
-
-def assert_problem(response, status: int, code: str) -> None:  # type: ignore[no-untyped-def]
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/problem+json")
-    body = response.json()
-    assert body["status"] == status and body["code"] == code
-    assert body["type"].endswith(code) and body["title"] and body["detail"]
 
 
 def test_empty_body(client: TestClient) -> None:

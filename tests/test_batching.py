@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from service.batching import Batcher, BatchStats, InferenceFailed
-from service.errors import DeadlineExceeded
+from service.errors import ClientDisconnected, DeadlineExceeded, InferenceFailed
 from service.models.resident import ResidentModel
 from service.models.store import ModelCard
+from service.serving.batching import Batcher, BatchStats
 
 
 class Doubler(torch.nn.Module):
@@ -55,7 +55,7 @@ class Recorder:
 def make_batcher(recorder: Recorder, **kwargs: object) -> Batcher:
     options: dict[str, object] = {"max_batch_tiles": 8, "tile_size": 8, "max_batch_delay_s": 0.005}
     options.update(kwargs)
-    return Batcher(torch.device("cpu"), run_batch=recorder, **options)  # type: ignore[arg-type]
+    return Batcher(torch.device("cpu"), recorder, **options)  # type: ignore[arg-type]
 
 
 def expected(plane: torch.Tensor) -> torch.Tensor:
@@ -66,6 +66,19 @@ def run(coro):  # type: ignore[no-untyped-def]
     return asyncio.run(coro)
 
 
+def within(seconds: float) -> float:
+    """An absolute deadline ``seconds`` from now, as a request has."""
+    return time.monotonic() + seconds
+
+
+def start(batcher: Batcher, model: ResidentModel, plane: torch.Tensor, seconds: float = 10,
+          **kwargs: object) -> asyncio.Task[torch.Tensor]:
+    async def planes() -> torch.Tensor:
+        return (await batcher.run(model, plane, within(seconds), **kwargs)).plane  # type: ignore[arg-type]
+
+    return asyncio.ensure_future(planes())
+
+
 def test_results_equal_the_whole_image_answer_for_mixed_sizes() -> None:
     async def main() -> None:
         rec = Recorder()
@@ -73,10 +86,24 @@ def test_results_equal_the_whole_image_answer_for_mixed_sizes() -> None:
         batcher.start()
         model = fake_model()
         planes = [torch.rand(h, w) * 100 for h, w in [(1, 1), (30, 17), (8, 8), (5, 41), (64, 64)]]
-        jobs = [batcher.submit(model, p, timeout_s=10) for p in planes]
-        outs = await asyncio.gather(*(j.future for j in jobs))
+        outs = await asyncio.gather(*(start(batcher, model, p) for p in planes))
         for plane, out in zip(planes, outs, strict=True):
             assert torch.allclose(out, expected(plane), atol=1e-4)
+        await batcher.stop()
+
+    run(main())
+
+
+def test_a_result_says_how_long_it_queued_and_ran() -> None:
+    async def main() -> None:
+        rec = Recorder()
+        rec.delay_s = 0.05
+        batcher = make_batcher(rec, max_batch_tiles=1)
+        batcher.start()
+        model = fake_model()
+        result = await batcher.run(model, torch.rand(16, 8), within(10))  # 2 tiles, 2 batches
+        assert result.infer_s >= 0.09  # the device time of both its batches
+        assert 0 <= result.queue_s < 0.04  # an idle device takes it at once
         await batcher.stop()
 
     run(main())
@@ -89,10 +116,10 @@ def test_concurrent_requests_share_batches() -> None:
         batcher = make_batcher(rec, max_batch_tiles=6)
         batcher.start()
         model = fake_model()
-        jobs = [batcher.submit(model, torch.rand(8, 8), timeout_s=10) for _ in range(12)]
+        tasks = [start(batcher, model, torch.rand(8, 8)) for _ in range(12)]
         await asyncio.sleep(0.05)
         rec.gate.set()
-        await asyncio.gather(*(j.future for j in jobs))
+        await asyncio.gather(*tasks)
         assert sum(rec.batches) == 12  # one tile each
         assert max(rec.batches) == 6  # bounded by max_batch_tiles
         assert len(rec.batches) <= 4
@@ -107,7 +134,7 @@ def test_idle_device_dispatches_at_once() -> None:
         batcher = make_batcher(rec, max_batch_delay_s=5.0)  # a long delay must not apply
         batcher.start()
         started = time.monotonic()
-        await batcher.submit(fake_model(), torch.rand(4, 4), timeout_s=10).future
+        await batcher.run(fake_model(), torch.rand(4, 4), within(10))
         assert time.monotonic() - started < 1.0
         await batcher.stop()
 
@@ -122,16 +149,32 @@ def test_a_failing_batch_fails_only_its_requests() -> None:
         batcher = make_batcher(rec, max_batch_tiles=1)
         batcher.start()
         model = fake_model()
-        good = [batcher.submit(model, torch.full((4, 4), 3.0), timeout_s=10) for _ in range(3)]
-        bad = batcher.submit(model, torch.full((4, 4), 7.0), timeout_s=10)
-        later = batcher.submit(model, torch.full((4, 4), 5.0), timeout_s=10)
-        with pytest.raises(InferenceFailed):
-            await bad.future
-        for job in (*good, later):
-            assert torch.allclose(await job.future, torch.full((8, 8), job.luma[0, 0].item() * 2))
+        values = [3.0, 3.0, 3.0, 7.0, 5.0]
+        tasks = [start(batcher, model, torch.full((4, 4), v)) for v in values]
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        for value, result in zip(values, results, strict=True):
+            if value == 7.0:
+                assert isinstance(result, InferenceFailed)
+            else:
+                assert torch.allclose(result, torch.full((8, 8), value * 2))  # type: ignore[arg-type]
         # The batcher keeps running after the failure.
-        again = batcher.submit(model, torch.full((2, 2), 1.0), timeout_s=10)
-        assert torch.allclose(await again.future, torch.full((4, 4), 2.0))
+        again = await batcher.run(model, torch.full((2, 2), 1.0), within(10))
+        assert torch.allclose(again.plane, torch.full((4, 4), 2.0))
+        await batcher.stop()
+
+    run(main())
+
+
+def test_a_batch_that_returns_too_few_results_fails_its_tiles() -> None:
+    async def main() -> None:
+        def one_short(model: ResidentModel, canvas: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+            return model.module(canvas, mask)[1:]
+
+        batcher = Batcher(torch.device("cpu"), one_short, max_batch_tiles=4, tile_size=8,  # type: ignore[arg-type]
+                          max_batch_delay_s=0.005)
+        batcher.start()
+        with pytest.raises(InferenceFailed):
+            await batcher.run(fake_model(), torch.rand(16, 16), within(10))  # 4 tiles, 3 results
         await batcher.stop()
 
     run(main())
@@ -151,14 +194,15 @@ def test_out_of_memory_splits_the_batch_and_retries() -> None:
         batcher = make_batcher(rec, max_batch_tiles=8)
         batcher.start()
         model = fake_model()
-        blocker = batcher.submit(model, torch.rand(2, 2), timeout_s=10)
+        blocker = start(batcher, model, torch.rand(2, 2))
         await asyncio.sleep(0.02)
-        jobs = [batcher.submit(model, torch.rand(8, 8), timeout_s=10) for _ in range(8)]
+        planes = [torch.rand(8, 8) for _ in range(8)]
+        tasks = [start(batcher, model, p) for p in planes]
         await asyncio.sleep(0.02)
         rec.gate.set()
-        await blocker.future
-        for job in jobs:
-            assert torch.allclose(await job.future, expected(job.luma), atol=1e-4)
+        await blocker
+        for plane, task in zip(planes, tasks, strict=True):
+            assert torch.allclose(await task, expected(plane), atol=1e-4)
         # Tried as 8, split to 4s, then 2s, which succeed: every tile ran exactly once.
         assert rec.batches[1:] == [8, 4, 2, 2, 4, 2, 2]
         await batcher.stop()
@@ -173,33 +217,40 @@ def test_expired_requests_leave_the_queue() -> None:
         batcher = make_batcher(rec, max_batch_tiles=1)
         batcher.start()
         model = fake_model()
-        first = batcher.submit(model, torch.rand(8, 8), timeout_s=10)
-        late = batcher.submit(model, torch.rand(8, 8), timeout_s=0.05)
-        await first.future
+        first = start(batcher, model, torch.rand(8, 8))
+        late = start(batcher, model, torch.rand(8, 8), seconds=0.05)
+        await first
         with pytest.raises(DeadlineExceeded):
-            await late.future
+            await late
         await asyncio.sleep(0.3)
         assert rec.batches == [1]  # the expired request never reached the device
+        assert batcher.queued_tiles == 0
         await batcher.stop()
 
     run(main())
 
 
-def test_cancelled_jobs_cost_nothing() -> None:
+def test_abandoned_requests_cost_nothing() -> None:
     async def main() -> None:
         rec = Recorder()
         rec.gate.clear()
         batcher = make_batcher(rec, max_batch_tiles=4)
         batcher.start()
         model = fake_model()
-        first = batcher.submit(model, torch.rand(8, 8), timeout_s=10)
+        first = start(batcher, model, torch.rand(8, 8))
         await asyncio.sleep(0.02)
-        dropped = batcher.submit(model, torch.rand(32, 32), timeout_s=10)  # 16 tiles
-        kept = batcher.submit(model, torch.rand(8, 8), timeout_s=10)
-        batcher.cancel(dropped)
+        hung_up = asyncio.Event()
+        dropped = start(batcher, model, torch.rand(32, 32), abandoned=hung_up.wait)  # 16 tiles
+        kept = start(batcher, model, torch.rand(8, 8))
+        await asyncio.sleep(0)
+        assert batcher.queued_tiles == 17
+        hung_up.set()  # the client goes away, before the next batch is sealed
+        with pytest.raises(ClientDisconnected):
+            await dropped
+        assert batcher.queued_tiles == 1  # its tiles left the queue at once
         rec.gate.set()
-        await first.future
-        await kept.future
+        await first
+        await kept
         assert sum(rec.batches) == 2
         await batcher.stop()
 
@@ -214,12 +265,12 @@ def test_batches_never_mix_models() -> None:
         batcher = make_batcher(rec, on_batch=lambda s: seen.append({s.model.method}))
         batcher.start()
         a, b = fake_model("a"), fake_model("b")
-        blocker = batcher.submit(a, torch.rand(2, 2), timeout_s=10)
+        blocker = start(batcher, a, torch.rand(2, 2))
         await asyncio.sleep(0.02)
-        jobs = [batcher.submit(m, torch.rand(8, 8), timeout_s=10) for m in (a, b, a, b, a)]
+        tasks = [start(batcher, m, torch.rand(8, 8)) for m in (a, b, a, b, a)]
         rec.gate.set()
-        await blocker.future
-        await asyncio.gather(*(j.future for j in jobs))
+        await blocker
+        await asyncio.gather(*tasks)
         assert rec.batches[1:] == [3, 2] or rec.batches[1:] == [2, 3]
         await batcher.stop()
 
@@ -229,26 +280,36 @@ def test_batches_never_mix_models() -> None:
 def test_stats_report_each_batch() -> None:
     async def main() -> None:
         stats: list[BatchStats] = []
-        batcher = make_batcher(Recorder(), on_batch=stats.append)
+        rec = Recorder()
+        batcher = make_batcher(rec, on_batch=stats.append, max_batch_tiles=2)
         batcher.start()
-        await batcher.submit(fake_model(), torch.rand(16, 8), timeout_s=10).future
+        await batcher.run(fake_model(), torch.rand(16, 8), within(10))
         assert sum(s.tiles for s in stats) == 2 and all(s.seconds >= 0 for s in stats)
-        assert batcher.tiles_per_second > 0
+        # The measured drain rate now prices the queue: 4 queued tiles take a positive time.
+        rec.gate.clear()
+        blocker = start(batcher, fake_model(), torch.rand(8, 8))
+        waiting = start(batcher, fake_model(), torch.rand(16, 16))
+        await asyncio.sleep(0.02)
+        assert batcher.expected_wait_s() > 0
+        rec.gate.set()
+        await asyncio.gather(blocker, waiting)
         await batcher.stop()
 
     run(main())
 
 
 def test_batched_tiles_equal_whole_plane_inference_on_a_shipped_model() -> None:
-    from service.inference import upscale_plane
+    from service.imaging.borders import upscale_plane
+    from service.models.inference import run_network
     from service.models.resident import ModelSet
 
-    from .conftest import SHIPPED_STORE
+    from .helpers import SHIPPED_STORE
 
     models = ModelSet.load(SHIPPED_STORE, torch.device("cpu"), torch.float32)
 
     async def main() -> None:
-        batcher = Batcher(torch.device("cpu"), max_batch_tiles=3, tile_size=24, max_batch_delay_s=0.001)
+        batcher = Batcher(torch.device("cpu"), run_network, max_batch_tiles=3, tile_size=24,
+                          max_batch_delay_s=0.001)
         batcher.start()
         planes = [torch.rand(h, w, generator=torch.Generator().manual_seed(h * w)) * 255
                   for h, w in [(1, 1), (3, 70), (50, 50), (61, 29), (24, 24)]]
@@ -256,9 +317,9 @@ def test_batched_tiles_equal_whole_plane_inference_on_a_shipped_model() -> None:
             for scale in (2, 3, 4):
                 model = models.get(method, scale)
                 assert model is not None
-                jobs = [batcher.submit(model, p, timeout_s=30) for p in planes]
-                for plane, job in zip(planes, jobs, strict=True):
-                    out = await job.future
+                tasks = [start(batcher, model, p, seconds=30) for p in planes]
+                for plane, task in zip(planes, tasks, strict=True):
+                    out = await task
                     with torch.no_grad():
                         whole = upscale_plane(model.module, plane / 255).clamp(0, 1) * 255
                     assert out.shape == whole.shape

@@ -7,10 +7,9 @@ from collections.abc import Iterator
 import pytest
 from fastapi.testclient import TestClient
 
-from service.choice import Candidate, CostModel, LinearCost, choose
+from service.serving.choice import Candidate, CostModel, LinearCost, choose
 
-from .conftest import SHIPPED_STORE, image_bytes
-from .test_api_upscale import assert_problem
+from .helpers import SHIPPED_STORE, assert_problem, image_bytes
 
 
 def table() -> list[Candidate]:

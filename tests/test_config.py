@@ -3,7 +3,9 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from service.config import REPO_ROOT, Settings
+from service.config import Settings
+
+from .helpers import REPO_ROOT
 
 
 def test_every_setting_is_documented_in_the_readme() -> None:

@@ -12,7 +12,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from service.config import REPO_ROOT
+from .helpers import REPO_ROOT
 
 K8S = REPO_ROOT / "deploy" / "k8s"
 CORE_MANIFESTS = ["deployment.yaml", "deployment-gpu.yaml", "service.yaml", "pdb.yaml", "hpa.yaml",

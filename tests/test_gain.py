@@ -10,10 +10,11 @@ import torch
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from service.gain import GainModel, load_gain_models, proxy_gain_db, spearman
+from service.imaging.gain import GAIN_FILE, GainModel, load_gain_models, proxy_gain_db
+from service.offline.gain_fit import spearman
 from service.models.store import discover, load_weights
 
-from .conftest import DATA, SHIPPED_STORE, image_bytes
+from .helpers import DATA, SHIPPED_STORE, image_bytes
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +24,7 @@ def espcn_x3() -> torch.nn.Module:
 
 
 def _y(path: str) -> torch.Tensor:
-    from service.datasets import load_y
+    from service.offline.datasets import load_y
 
     return load_y(DATA / path)
 
@@ -43,7 +44,7 @@ def test_proxy_gain_ranks_edges_above_blur(espcn_x3: torch.nn.Module) -> None:
 
 
 def test_shipped_gain_models_are_increasing_lines() -> None:
-    models = load_gain_models()
+    models = load_gain_models(SHIPPED_STORE / GAIN_FILE)
     assert set(models) == {2, 3, 4}
     assert all(m.slope_db > 0 for m in models.values())
 
@@ -82,8 +83,8 @@ def test_auto_gives_a_flat_image_bicubic_and_a_detailed_one_the_network(make_cli
 def test_the_fit_sees_a_grey_image_as_the_server_does(client: TestClient) -> None:
     """`gain fit` measures the proxy on the luminance the server's `auto` computes: a grey image
     is its grey RGB twin on the studio swing, so both get the same proxy."""
-    from service.evaluate import Sample
-    from service.gain import _measure
+    from service.offline.gain_fit import _measure
+    from service.offline.evaluate import Sample
 
     grey = np.array(Image.open(DATA / "eval/Set5/x3/LR/img_003.png").convert("L"))
     twin = np.repeat(grey[:, :, None], 3, axis=2)

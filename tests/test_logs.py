@@ -8,7 +8,7 @@ from fastapi.testclient import TestClient
 
 from service.logs import JsonFormatter
 
-from .conftest import image_bytes
+from .helpers import image_bytes
 
 
 def test_formatter_writes_one_json_object_with_extra_fields() -> None:

@@ -18,9 +18,9 @@ import httpx
 import pytest
 import yaml
 
-from service.config import REPO_ROOT, Settings
+from service.config import Settings
 
-from .conftest import SHIPPED_STORE, LiveServer, free_port, image_bytes, wait_until
+from .helpers import REPO_ROOT, SHIPPED_STORE, LiveServer, free_port, image_bytes, wait_until
 
 DEPLOY = REPO_ROOT / "deploy"
 PROMETHEUS = shutil.which("prometheus")

@@ -8,10 +8,10 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 
-from service.evaluate import benchmark_samples, score_method
 from service.models.store import discover
+from service.offline.evaluate import benchmark_samples, score_method
 
-from .conftest import DATA, SHIPPED_STORE
+from .helpers import DATA, SHIPPED_STORE
 
 # Issue #3's floors for espcn on Set5 (the paper's 91-image level, published reproductions).
 SET5_FLOOR_DB = {2: 36.5, 3: 32.55, 4: 30.2}

@@ -15,7 +15,7 @@ from service.config import Settings
 from service.models.espcn import ESPCN
 from service.models.store import ModelStoreError, discover, load_weights, write_model_dir
 
-from .conftest import SHIPPED_STORE
+from .helpers import SHIPPED_STORE
 
 
 def _store_with_one_model(root: Path, version: str = "1") -> Path:

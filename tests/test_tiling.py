@@ -9,9 +9,9 @@ from hypothesis import strategies as st
 from service.models.espcn import ESPCN
 from service.models.large import ESPCNLarge
 from service.models.store import discover, load_weights
-from service.tiling import assemble, axis_spans, place, plan_tiles, window_of
+from service.serving.tiling import assemble, axis_spans, place, plan_tiles, window_of
 
-from .conftest import SHIPPED_STORE
+from .helpers import SHIPPED_STORE
 
 
 def _random_model(kind: str, scale: int) -> torch.nn.Module:
@@ -151,7 +151,7 @@ def test_rounding_to_grey_levels_is_unchanged_in_the_common_case() -> None:
 
 
 def test_border_extension_repeats_edges_and_crop_undoes_it() -> None:
-    from service.inference import crop_borders, extend_borders
+    from service.imaging.borders import crop_borders, extend_borders
 
     plane = torch.arange(6, dtype=torch.float32).reshape(2, 3)
     ext = extend_borders(plane, 2)

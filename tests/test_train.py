@@ -13,13 +13,14 @@ import pytest
 import torch
 from PIL import Image
 
-from service import train
-from service.color import rgb_to_y
-from service.datasets import TrainImage, load_rgb, train_images
-from service.inference import upscale_plane
+from service.imaging.borders import upscale_plane
+from service.imaging.colour import rgb_to_y
 from service.models.registry import ARCHITECTURES
 from service.models.store import ModelCard, load_weights
-from tests.conftest import DATA, SHIPPED_STORE, pattern
+from service.offline import train
+from service.offline.datasets import TrainImage, load_rgb, train_images
+
+from .helpers import DATA, SHIPPED_STORE, pattern
 
 
 @pytest.fixture

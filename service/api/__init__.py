@@ -1,1 +1,1 @@
-"""HTTP routes, thin: validate, hand off, answer."""
+"""HTTP only: routes, dependencies, problem+json, request ids, access logging."""

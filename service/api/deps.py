@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from service.errors import Unauthorized
-from service.runtime import Runtime
+from service.serving.runtime import Runtime
 
 
 def get_runtime(request: Request) -> Runtime:

@@ -9,7 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from service.api import upscale
+from service.api.access import INVALID_LABELS, record_refusal
 from service.api.request_id import request_id_of
 from service.errors import InvalidParameter, MethodNotAllowed, NotFound, ServiceError
 
@@ -42,11 +42,10 @@ def install_problem_handlers(app: FastAPI) -> None:
         error = InvalidParameter(_describe(list(exc.errors())))
         route = request.scope.get("route")
         runtime = getattr(request.app.state, "runtime", None)
-        if getattr(route, "endpoint", None) is upscale.upscale and runtime is not None:
+        if getattr(route, "access_logged", False) and runtime is not None:
             # FastAPI refuses these before the handler runs, so count and log them here.
-            upscale.record_refusal(
-                runtime.metrics, upscale.INVALID_LABELS,
-                {"request_id": request_id_of(request.scope)}, error,
+            record_refusal(
+                runtime.metrics, INVALID_LABELS, {"request_id": request_id_of(request.scope)}, error
             )
         return problem_response(error)
 

@@ -1,1 +1,1 @@
-"""Network architectures, their registry and the loader of ``model_store/``."""
+"""Network architectures, their registry, the model store, the resident set, the device."""

@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -166,6 +165,3 @@ def update_card(directory: Path, **fields: Any) -> dict[str, Any]:
     path.write_text(json.dumps(card, indent=2) + "\n")
     return card
 
-
-def to_device(model: nn.Module, device: torch.device, dtype: torch.dtype) -> nn.Module:
-    return model.to(device=device, dtype=dtype).eval()

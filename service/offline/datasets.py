@@ -6,7 +6,7 @@ the MATLAB-compatible downscaler, the same one that made the benchmark LR files.
 
 from __future__ import annotations
 
-import os
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,34 +14,38 @@ import numpy as np
 import torch
 from PIL import Image
 
-from service.color import rgb_to_y
-from service.resize import downscale_uint8, resize_uint8
+from service.config import Settings
+from service.imaging.colour import rgb_to_y
+from service.imaging.matlab_resize import downscale_uint8, resize_uint8
 
 TRAIN_SETS = ("T91", "BSDS200")
 EVAL_SETS = ("Set5", "Set14", "BSD100")
 
 
 def datasets_root() -> Path:
-    """``SR_DATASETS`` or ``../shared/datasets`` beside the repository."""
-    env = os.environ.get("SR_DATASETS")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[2] / "shared" / "datasets"
+    """The settings' ``datasets`` (``SR_DATASETS``; default ``../shared/datasets``)."""
+    return Settings().datasets
 
 
-def load_rgb(path: Path) -> torch.Tensor:
-    """An image file as a float64 (3, H, W) tensor in 0..255 (greyscale is repeated)."""
-    with Image.open(path) as img:
+def _open(source: Path | bytes) -> Image.Image:
+    return Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
+
+
+def load_rgb(source: Path | bytes) -> torch.Tensor:
+    """An image (a file, or encoded bytes) as a float64 (3, H, W) tensor in 0..255 (greyscale
+    is repeated)."""
+    with _open(source) as img:
         array = np.asarray(img.convert("RGB"), dtype=np.float64)
     return torch.from_numpy(array).permute(2, 0, 1).contiguous()
 
 
-def load_y(path: Path) -> torch.Tensor:
-    """Luminance of an image file: Y of BT.601 for colour, the grey value itself for L."""
-    with Image.open(path) as img:
+def load_y(source: Path | bytes) -> torch.Tensor:
+    """Luminance of an image (a file, or encoded bytes such as the server's answer) with the
+    protocol's rule: Y of BT.601 for colour, the grey value itself for L."""
+    with _open(source) as img:
         if img.mode == "L":
             return torch.from_numpy(np.asarray(img, dtype=np.float64))
-    return rgb_to_y(load_rgb(path))
+    return rgb_to_y(load_rgb(source))
 
 
 @dataclass(frozen=True)
@@ -68,12 +72,18 @@ class TrainImage:
     source: str = ""  # the training set it comes from (T91, BSDS200)
 
 
-def make_train_pair(rgb: torch.Tensor, scale: int, source: str = "") -> TrainImage:
-    """Crop an RGB image to a multiple of ``scale``, downscale it as MATLAB, take Y of both."""
+def hr_and_lr(rgb: torch.Tensor, scale: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """An RGB image cropped to a multiple of ``scale`` (the HR) and that downscaled by
+    ``scale`` as MATLAB does (the LR): how the benchmark pairs were made."""
     h = rgb.shape[-2] - rgb.shape[-2] % scale
     w = rgb.shape[-1] - rgb.shape[-1] % scale
     hr_rgb = rgb[:, :h, :w]
-    lr_rgb = downscale_uint8(hr_rgb, scale)
+    return hr_rgb, downscale_uint8(hr_rgb, scale)
+
+
+def make_train_pair(rgb: torch.Tensor, scale: int, source: str = "") -> TrainImage:
+    """A training pair: the Y planes of :func:`hr_and_lr`, scaled to 0..1."""
+    hr_rgb, lr_rgb = hr_and_lr(rgb, scale)
     return TrainImage(
         lr=(rgb_to_y(lr_rgb) / 255.0).float(),
         hr=(rgb_to_y(hr_rgb) / 255.0).float(),

@@ -11,9 +11,15 @@ tile has waited ``max_batch_delay_ms``, or when the device frees up; it then wai
 worker's queue so the device never idles between batches (two batches in flight at most).
 Tiles are taken oldest first, from the model of the oldest queued tile.
 
+Callers see one awaitable, :meth:`Batcher.run` (Ray Serve's shape): it queues a plane, waits
+for its result, the request's absolute deadline or the caller abandoning it, whichever comes
+first, and takes the request's tiles out of the queue when it stops waiting. The deadline is
+the request's own, one monotonic instant, checked again before a sealed batch runs.
+
 Faults stay local: an exception fails only the requests whose tiles were in that batch; an
-out-of-memory error splits the batch in halves and retries before giving up on a tile.
-No HTTP here: it is tested with fake models in plain asyncio.
+out-of-memory error splits the batch in halves and retries before giving up on a tile; a batch
+that does not return one result per tile fails its tiles. No HTTP here: it is tested with fake
+networks in plain asyncio.
 """
 
 from __future__ import annotations
@@ -23,16 +29,16 @@ import collections
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import torch
 
-from service.errors import DeadlineExceeded, ServiceError
-from service.inference import crop_borders, extend_borders
+from service.errors import ClientDisconnected, DeadlineExceeded, InferenceFailed
+from service.imaging.borders import crop_borders, extend_borders
 from service.models.resident import ResidentModel
-from service.tiling import Tile, assemble, place, plan_tiles, window_of
+from service.serving.tiling import Tile, assemble, place, plan_tiles, window_of
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +46,18 @@ log = logging.getLogger(__name__)
 PIPELINE_DEPTH = 2
 
 
-class InferenceFailed(ServiceError):
-    status, code, title = 500, "inference_failed", "The model failed on this request"
+# (model, (N, 1, h, w) canvas, its mask or None) -> (N, 1, rh, rw): models.inference.run_network.
+RunBatch = Callable[[ResidentModel, torch.Tensor, torch.Tensor | None], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class NetworkResult:
+    """A request's upscaled plane and what it cost: the wait before its first tile ran and its
+    share of device time."""
+
+    plane: torch.Tensor  # (rH, rW) float32 0..255
+    queue_s: float
+    infer_s: float
 
 
 @dataclass(eq=False)
@@ -87,6 +103,10 @@ def _deadline_exceeded(job: Job, now: float) -> DeadlineExceeded:
     return DeadlineExceeded(f"the request waited {now - job.enqueued_at:.1f} s for the model")
 
 
+class _WrongResultCount(RuntimeError):
+    """The network returned another number of results than the batch had tiles."""
+
+
 def _is_oom(exc: BaseException) -> bool:
     return isinstance(exc, torch.OutOfMemoryError) or (
         isinstance(exc, RuntimeError) and "out of memory" in str(exc)
@@ -99,22 +119,18 @@ class Batcher:
     def __init__(
         self,
         device: torch.device,
+        run_batch: RunBatch,
         *,
         max_batch_tiles: int,
         tile_size: int,
         max_batch_delay_s: float,
         on_batch: Callable[[BatchStats], None] | None = None,
-        run_batch: Callable[[ResidentModel, torch.Tensor, torch.Tensor | None], torch.Tensor]
-        | None = None,
     ) -> None:
-        # Looked up here, not at import, so a test can substitute a slow or failing network.
-        from service.inference import run_network
-
         self.device = device
         self.max_batch_tiles = max_batch_tiles
         self.tile_size = tile_size
         self.max_batch_delay_s = max_batch_delay_s
-        self._run = run_batch or run_network
+        self._run = run_batch
         self._on_batch = on_batch
         self._queue: collections.deque[TileWork] = collections.deque()
         self._work = asyncio.Event()
@@ -154,18 +170,49 @@ class Batcher:
     def queued_tiles(self) -> int:
         return len(self._queue)
 
-    @property
-    def tiles_per_second(self) -> float:
-        return self._tiles_per_s
-
     def expected_wait_s(self) -> float:
         """How long the tiles queued now need to drain, from the measured drain rate."""
         if self._tiles_per_s <= 0:
             return 0.0
         return (len(self._queue) + self._inflight * self.max_batch_tiles) / self._tiles_per_s
 
-    def submit(self, model: ResidentModel, luma: torch.Tensor, timeout_s: float) -> Job:
-        """Queue a plane; await ``job.future`` for the (rH, rW) result."""
+    async def run(
+        self,
+        model: ResidentModel,
+        luma: torch.Tensor,
+        deadline: float,
+        *,
+        abandoned: Callable[[], Awaitable[object]] | None = None,
+    ) -> NetworkResult:
+        """Upscale an (H, W) plane in 0..255 with ``model``, its tiles batched with everyone's.
+
+        ``deadline`` is the request's (``time.monotonic()``); past it, DeadlineExceeded.
+        ``abandoned()`` makes an awaitable that resolves when the caller no longer wants the
+        answer (the client hung up); then ClientDisconnected. Either way the request's queued tiles leave the queue.
+        """
+        job = self._submit(model, luma, deadline)
+        watcher = asyncio.ensure_future(abandoned()) if abandoned is not None else None
+        try:
+            waiting: set[asyncio.Future[object]] = {job.future}  # type: ignore[arg-type]
+            if watcher is not None:
+                waiting.add(watcher)
+            done, _ = await asyncio.wait(
+                waiting, timeout=max(0.0, deadline - time.monotonic()),
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+            if job.future in done:
+                plane = job.future.result()
+                queue_s = (job.started_at or job.enqueued_at) - job.enqueued_at
+                return NetworkResult(plane, queue_s, job.infer_s)
+            if watcher is not None and watcher in done:
+                raise ClientDisconnected("the client went away; its work was dropped")
+            raise _deadline_exceeded(job, time.monotonic())
+        finally:
+            if watcher is not None:
+                watcher.cancel()
+            self._cancel(job)
+
+    def _submit(self, model: ResidentModel, luma: torch.Tensor, deadline: float) -> Job:
         now = time.monotonic()
         padded = extend_borders(luma, model.halo)
         tiles = plan_tiles(padded.shape[0], padded.shape[1], self.tile_size, model.halo)
@@ -177,19 +224,20 @@ class Batcher:
             output=torch.empty(padded.shape[0] * r, padded.shape[1] * r),
             future=asyncio.get_running_loop().create_future(),
             enqueued_at=now,
-            deadline=now + timeout_s,
+            deadline=deadline,
             remaining=len(tiles),
         )
         self._queue.extend(TileWork(job, t) for t in tiles)
         self._work.set()
         return job
 
-    def cancel(self, job: Job) -> None:
+    def _cancel(self, job: Job) -> None:
         """Drop a job: its queued tiles leave the queue now; tiles already sealed into a
-        batch are skipped on the device thread."""
+        batch are skipped on the device thread. Nothing to do for a finished job."""
         if not job.done:
             job.future.cancel()
-        self._queue = collections.deque(w for w in self._queue if w.job is not job)
+        if any(w.job is job for w in self._queue):
+            self._queue = collections.deque(w for w in self._queue if w.job is not job)
 
     # -- scheduling --------------------------------------------------------------------------
 
@@ -281,6 +329,8 @@ class Batcher:
             started = time.monotonic()
             result = self._run(model, canvas, mask)
             seconds = time.monotonic() - started
+            if result.shape[0] != len(works):
+                raise _WrongResultCount(f"{result.shape[0]} results for {len(works)} tiles")
         except Exception as exc:  # noqa: BLE001 - any failure must reach the requests
             if _is_oom(exc) and len(index) > 1:
                 if self.device.type == "cuda":

@@ -1,4 +1,4 @@
-"""Renders a model directory's ``README.md`` from its ``model.json``: the card, readable."""
+"""Model cards for people: a model directory's ``README.md`` rendered from its ``model.json``."""
 
 from __future__ import annotations
 

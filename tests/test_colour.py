@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import torch
 
-from service.color import rgb_to_y, rgb_to_ycbcr, ycbcr_to_rgb
+from service.imaging.colour import rgb_to_y, rgb_to_ycbcr, ycbcr_to_rgb
 
 
 def test_matlab_rgb2ycbcr_reference_values() -> None:

@@ -12,11 +12,11 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from service.config import OUTPUT_FORMATS
 from service.errors import ImageTooLarge, InvalidImage, UnsupportedMediaType
 
 # Pillow format name -> our format name.
 INPUT_FORMATS = {"PNG": "png", "JPEG": "jpeg", "WEBP": "webp"}
-OUTPUT_FORMATS = ("png", "jpeg", "webp")
 MEDIA_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
 
 _GREY_MODES = {"1", "L", "I", "I;16", "I;16B", "I;16L", "F"}
@@ -152,7 +152,7 @@ def encode(
         options["quality"] = quality
         pil_format = "WEBP"
     else:
-        raise ValueError(f"unknown output format {fmt!r}")
+        raise ValueError(f"unknown output format {fmt!r}; known: {', '.join(OUTPUT_FORMATS)}")
     buffer = io.BytesIO()
     image.save(buffer, format=pil_format, **options)
     return buffer.getvalue()

@@ -9,10 +9,10 @@ import pytest
 import torch
 from PIL import Image
 
-from service.quality import psnr, ssim
-from service.resize import downscale_uint8, imresize
+from service.imaging.matlab_resize import downscale_uint8, imresize
+from service.imaging.measures import psnr, ssim
 
-from .conftest import DATA
+from .helpers import DATA
 
 
 def test_psnr_known_values() -> None:

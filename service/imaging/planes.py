@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from service.color import grey_to_studio, rgb_to_ycbcr, studio_to_grey, ycbcr_to_rgb
-from service.operators import interpolate, to_uint8
+from service.imaging.colour import grey_to_studio, rgb_to_ycbcr, studio_to_grey, ycbcr_to_rgb
+from service.imaging.resamplers import interpolate, to_uint8
 
 
 def _planes(pixels: np.ndarray) -> torch.Tensor:

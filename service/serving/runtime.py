@@ -1,5 +1,6 @@
-"""What the app's lifespan owns: settings, resident models, the batcher, pools, metrics and
-the admission state. Built in the lifespan, reached by handlers through ``RuntimeDep``."""
+"""What the app's lifespan owns: settings, resident models, the batcher, pools, metrics, the
+measured tables and the admission state. Built in the lifespan, reached by handlers through
+``RuntimeDep``; the wiring of the serving parts, and the lifecycle (ready, draining, drained)."""
 
 from __future__ import annotations
 
@@ -18,16 +19,25 @@ from typing import ParamSpec, TypeVar
 import torch
 from prometheus_client import CollectorRegistry
 
-from service.batching import Batcher, BatchStats, retry_after_s
-from service.choice import CostModel, QualityTable
-from service.config import Settings
-from service.device import resolve_device, resolve_dtype
+from service.config import SCALES, Settings
 from service.errors import Draining, Overloaded
-from service.gain import GainModel, load_gain_models
-from service.inference import run_network
-from service.metrics import Metrics, build_metrics, watch_cuda_memory
+from service.imaging.gain import GAIN_FILE, GainModel, load_gain_models
+from service.imaging.resamplers import CLASSICAL_METHODS
+from service.models.device import resolve_device, resolve_dtype
+from service.models.inference import run_network
 from service.models.resident import ModelSet
-from service.operators import CLASSICAL_METHODS
+from service.serving.batching import Batcher, BatchStats, RunBatch, retry_after_s
+from service.serving.choice import (
+    CLASSICAL_QUALITY_FILE,
+    Choice,
+    ChoiceRequest,
+    CostModel,
+    QualityTable,
+    adjust_for_content,
+    candidates_for,
+    choose,
+)
+from service.serving.metrics import Metrics, build_metrics, watch_cuda_memory
 
 log = logging.getLogger(__name__)
 
@@ -53,13 +63,21 @@ class Runtime:
     codec_pool: ThreadPoolExecutor
     metrics: Metrics
     quality: QualityTable
+    gain_models: dict[int, GainModel]
     costs: CostModel = field(default_factory=CostModel)
-    gain_models: dict[int, GainModel] = field(default_factory=load_gain_models)
     lifecycle: Lifecycle = field(default_factory=Lifecycle)
 
     @classmethod
-    def start(cls, settings: Settings, registry: CollectorRegistry | None = None) -> Runtime:
-        """Load the models and start the batcher; call inside a running event loop."""
+    def start(
+        cls,
+        settings: Settings,
+        registry: CollectorRegistry | None = None,
+        *,
+        run_batch: RunBatch = run_network,
+    ) -> Runtime:
+        """Load the models and start the batcher; call inside a running event loop.
+
+        ``run_batch`` runs one batch on the device (tests pass a slow or failing one)."""
         device = resolve_device(settings.device)
         dtype = resolve_dtype(settings.dtype, device)
         if device.type == "cpu" and settings.torch_threads:
@@ -80,6 +98,7 @@ class Runtime:
             )
         batcher = Batcher(
             device,
+            run_batch,
             max_batch_tiles=settings.max_batch_size,
             tile_size=settings.tile_size,
             max_batch_delay_s=settings.max_batch_delay_ms / 1000.0,
@@ -98,8 +117,10 @@ class Runtime:
             ),
             metrics=metrics,
             quality=QualityTable.load(
-                [(m.method, m.scale, m.card.raw.get("benchmarks", {})) for m in models]
+                [(m.method, m.scale, m.card.raw.get("benchmarks", {})) for m in models],
+                settings.model_store / CLASSICAL_QUALITY_FILE,
             ),
+            gain_models=load_gain_models(settings.model_store / GAIN_FILE),
         )
         runtime.lifecycle.idle.set()
         lifecycle = runtime.lifecycle
@@ -109,6 +130,20 @@ class Runtime:
 
     def offered(self) -> dict[str, list[int]]:
         return offered_methods(self.models)
+
+    def choose(self, request: ChoiceRequest, proxy_db: float | None = None) -> Choice:
+        """The method-choice policy on this server's measured quality, cost and queue.
+        ``proxy_db``: the image's proxy gain (``imaging.gain``), when the image is at hand."""
+        candidates = candidates_for(
+            request, self.offered(), self.costs, self.quality, self.batcher.expected_wait_s() * 1000
+        )
+        if proxy_db is not None:
+            adjust_for_content(
+                candidates, self.quality, self.gain_models.get(request.scale), request.scale,
+                proxy_db, self.settings.auto_min_gain_db,
+            )
+        return choose(candidates, objective=request.objective,
+                      max_latency_ms=request.max_latency_ms, min_psnr_db=request.min_psnr_db)
 
     def warm_up(self) -> None:
         """One pass of every model at tile size, so the first request pays no lazy init."""
@@ -145,9 +180,13 @@ class Runtime:
             if state.inflight == 0:
                 state.idle.set()
 
+    def begin_drain(self) -> None:
+        """From now on readiness is 503 and new requests are refused with 503 ``draining``."""
+        self.lifecycle.draining = True
+
     async def drain(self, timeout_s: float) -> None:
         """Refuse new work, then wait for the admitted requests to finish."""
-        self.lifecycle.draining = True
+        self.begin_drain()
         try:
             await asyncio.wait_for(self.lifecycle.idle.wait(), timeout=timeout_s)
         except TimeoutError:
@@ -160,7 +199,7 @@ class Runtime:
 
 def offered_methods(models: ModelSet) -> dict[str, list[int]]:
     """Method -> scales this server answers: the resamplers at every scale, the models shipped."""
-    offered = {m: [2, 3, 4] for m in CLASSICAL_METHODS}
+    offered = {m: list(SCALES) for m in CLASSICAL_METHODS}
     offered.update(models.methods())
     return offered
 

@@ -18,9 +18,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from service.imaging.gain import GainModel
+from service.imaging.resamplers import CLASSICAL_METHODS
+from service.rounding import rounded
+
 Objective = Literal["quality", "speed"]
 REFERENCE_SET = "Set14"
-CLASSICAL_QUALITY_FILE = Path(__file__).parent / "data" / "classical_quality.json"
+# In the model store, beside the cards: written by ``python -m service.evaluate --write-cards``.
+CLASSICAL_QUALITY_FILE = "classical_quality.json"
 
 
 # -- quality ------------------------------------------------------------------------------------
@@ -33,7 +38,7 @@ class QualityTable:
         self._table = table
 
     @classmethod
-    def load(cls, cards: list[tuple[str, int, dict[str, Any]]], classical_file: Path = CLASSICAL_QUALITY_FILE) -> QualityTable:
+    def load(cls, cards: list[tuple[str, int, dict[str, Any]]], classical_file: Path) -> QualityTable:
         """``cards``: (method, scale, card's ``benchmarks``) for every resident learned model."""
         table: dict[str, dict[int, dict[str, float]]] = defaultdict(dict)
         if classical_file.exists():
@@ -98,9 +103,6 @@ class CostModel:
     correction: dict[tuple[str, int], float] = field(default_factory=dict)
     smoothing: float = 0.2
 
-    def calibrated(self, method: str, scale: int) -> bool:
-        return (method, scale) in self.process
-
     def ms_per_megapixel(self, method: str, scale: int, fmt: str = "png") -> float | None:
         """Marginal cost of one output megapixel, processing plus encoding."""
         cost = self.process.get((method, scale))
@@ -151,8 +153,8 @@ class Candidate:
     def as_dict(self) -> dict[str, Any]:
         return {
             "method": self.method,
-            "predicted_latency_ms": _round(self.predicted_latency_ms),
-            "expected_psnr_db": _round(self.expected_psnr_db),
+            "predicted_latency_ms": rounded(self.predicted_latency_ms),
+            "expected_psnr_db": rounded(self.expected_psnr_db),
             "eligible": self.eligible,
             "reason": self.reason,
         }
@@ -167,8 +169,65 @@ class Choice:
     candidates: list[Candidate]
 
 
-def _round(value: float | None, digits: int = 2) -> float | None:
-    return None if value is None or math.isnan(value) else round(value, digits)
+@dataclass(frozen=True)
+class ChoiceRequest:
+    """What a choice depends on: the image's size, the scale, the constraints, the format."""
+
+    width: int
+    height: int
+    scale: int
+    max_latency_ms: float | None = None
+    min_psnr_db: float | None = None
+    objective: Objective = "quality"
+    format: str = "png"
+
+
+def candidates_for(
+    request: ChoiceRequest,
+    offered: dict[str, list[int]],
+    costs: CostModel,
+    quality: QualityTable,
+    queue_wait_ms: float,
+) -> list[Candidate]:
+    """Every offered method at this scale with its predicted latency: its own cost plus, for a
+    network, the wait for the tiles already queued (the resamplers do not queue)."""
+    out = []
+    for method, scales in offered.items():
+        if request.scale not in scales:
+            continue
+        own = costs.predict_ms(method, request.scale, request.width, request.height, request.format)
+        wait = 0.0 if method in CLASSICAL_METHODS else queue_wait_ms
+        out.append(Candidate(
+            method=method,
+            predicted_latency_ms=None if own is None else own + wait,
+            expected_psnr_db=quality.expected(method, request.scale),
+        ))
+    return out
+
+
+def adjust_for_content(
+    candidates: list[Candidate],
+    quality: QualityTable,
+    gain_model: GainModel | None,
+    scale: int,
+    proxy_db: float,
+    min_gain_db: float,
+) -> str | None:
+    """Replace the learned methods' set-average PSNR by bicubic's plus the gain predicted for
+    this image (``imaging.gain``), each method's gain scaled by its set-average gain relative to
+    espcn's; a gain below ``min_gain_db`` counts as none, so the faster bicubic wins the tie.
+    Returns a note for the response, or None without a fitted line."""
+    bicubic = quality.expected("bicubic", scale)
+    espcn = quality.expected("espcn", scale)
+    if gain_model is None or bicubic is None or espcn is None or espcn <= bicubic:
+        return None
+    predicted = gain_model.predict_db(proxy_db)
+    for c in candidates:
+        if c.method in CLASSICAL_METHODS or c.expected_psnr_db is None:
+            continue
+        gain = (c.expected_psnr_db - bicubic) * predicted / (espcn - bicubic)
+        c.expected_psnr_db = bicubic + (gain if gain >= min_gain_db else 0.0)
+    return f"predicted espcn gain over bicubic for this image: {predicted:.2f} dB"
 
 
 def choose(

@@ -1,6 +1,6 @@
 """Plot quality against cost for every method and scale on this machine.
 
-    python -m service.plot_methods --out docs/methods.png
+    python -m service.offline.plot_methods --out docs/methods.png
 
 PSNR is Set14 (from the model cards and the classical table); cost is the server's own
 calibrated ms per output megapixel (processing plus PNG encode), measured when this runs.
@@ -11,10 +11,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from fastapi.testclient import TestClient
-
-from service.app import create_app
-from service.config import Settings
+from service.offline import require_train_extra
+from service.offline.evaluate import in_process_client
 
 MARKERS = {2: "o", 3: "s", 4: "^"}
 
@@ -24,8 +22,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", type=Path, default=Path("docs/methods.png"))
     p.add_argument("--set", default="Set14")
     args = p.parse_args(argv)
-    with TestClient(create_app(Settings(device="cpu"))) as client:
-        methods = client.get("/v1/methods").json()["methods"]
+    require_train_extra("python -m service.offline.plot_methods")
+    with in_process_client() as client:
+        methods = client.get("/v1/methods").json()["methods"]  # type: ignore[attr-defined]
     import matplotlib
 
     matplotlib.use("Agg")

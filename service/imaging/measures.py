@@ -7,17 +7,13 @@ import math
 import torch
 import torch.nn.functional as F
 
-
-def shave(plane: torch.Tensor, border: int) -> torch.Tensor:
-    if border <= 0:
-        return plane
-    return plane[..., border:-border, border:-border]
+from service.imaging.borders import crop_borders
 
 
 def psnr(reference: torch.Tensor, estimate: torch.Tensor, *, border: int = 0) -> float:
     """PSNR in dB of two (H, W) planes in 0..255; ``inf`` when they are equal."""
-    ref = shave(reference.to(torch.float64), border)
-    est = shave(estimate.to(torch.float64), border)
+    ref = crop_borders(reference.to(torch.float64), border)
+    est = crop_borders(estimate.to(torch.float64), border)
     if ref.shape != est.shape:
         raise ValueError(f"shapes differ: {tuple(ref.shape)} vs {tuple(est.shape)}")
     mse = torch.mean((ref - est) ** 2).item()
@@ -38,8 +34,8 @@ def ssim(reference: torch.Tensor, estimate: torch.Tensor, *, border: int = 0) ->
 
     Computed over the 'valid' part of the window, as the reference MATLAB ``ssim_index``.
     """
-    ref = shave(reference.to(torch.float64), border)[None, None]
-    est = shave(estimate.to(torch.float64), border)[None, None]
+    ref = crop_borders(reference.to(torch.float64), border)[None, None]
+    est = crop_borders(estimate.to(torch.float64), border)[None, None]
     window = _gaussian_window()[None, None]
     c1 = (0.01 * 255) ** 2
     c2 = (0.03 * 255) ** 2

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from service.operators import interpolate
+from service.imaging.resamplers import interpolate
 
 SEED = torch.tensor([[1.0, 2.0], [3.0, 4.0]])[None, None]
 

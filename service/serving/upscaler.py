@@ -1,0 +1,242 @@
+"""The upscale pipeline, written once: the route, calibration and the benchmarks all call it.
+
+    bytes -> decode (limits from the header) -> method (``auto`` chooses) ->
+        a resampler on every channel, or
+        split Y from Cb/Cr/alpha -> the batcher (tiles, the device thread) -> merge
+    -> encode -> bytes
+
+CPU work runs in the runtime's codec pool, never on the event loop; the network runs on the
+batcher's device thread. :func:`upscale_pixels` is the middle part alone (pixels in, pixels out)
+for callers that time the stages apart (calibration). Validation of the parameters is here too,
+because what is valid depends on what this server offers; reading the body is HTTP's.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+
+from service.config import OUTPUT_FORMATS, SCALES
+from service.errors import InvalidParameter
+from service.imaging.codec import MEDIA_TYPES, DecodedImage, decode, encode
+from service.imaging.gain import proxy_gain_db
+from service.imaging.planes import (
+    classical_upscale,
+    luma_and_rest,
+    merge_from_model,
+    split_for_model,
+)
+from service.imaging.resamplers import CLASSICAL_METHODS
+from service.serving.choice import ChoiceRequest
+from service.serving.runtime import Runtime
+
+AUTO = "auto"
+FORMAT_ALIASES = {"jpg": "jpeg", **{f: f for f in OUTPUT_FORMATS}}
+
+
+@dataclass(frozen=True)
+class AutoParams:
+    max_latency_ms: float | None
+    min_psnr_db: float | None
+    objective: Literal["quality", "speed"]
+
+
+@dataclass(frozen=True)
+class UpscaleRequest:
+    """A checked request: a method this server offers at this scale, a known format."""
+
+    scale: int
+    method: str
+    format: str | None = None  # None: from Accept, else the input's
+    quality: int | None = None
+    align_corners: bool = False
+    auto: AutoParams | None = None
+
+
+def validate(
+    offered: dict[str, list[int]],
+    scale: int,
+    method: str,
+    fmt: str | None,
+    quality: int | None,
+    align_corners: bool,
+    auto: AutoParams | None = None,
+) -> UpscaleRequest:
+    offered_scales = {**offered, AUTO: list(SCALES)}
+    if method not in offered_scales:
+        raise InvalidParameter(f"method must be one of {', '.join(offered_scales)}, got {method!r}")
+    if scale not in offered_scales[method]:
+        listed = ", ".join(map(str, offered_scales[method]))
+        raise InvalidParameter(f"scale must be one of {listed} for {method}, got {scale}")
+    if fmt is not None:
+        if fmt.lower() not in FORMAT_ALIASES:
+            raise InvalidParameter(f"format must be one of {', '.join(OUTPUT_FORMATS)}, got {fmt!r}")
+        fmt = FORMAT_ALIASES[fmt.lower()]
+    if quality is not None and not 1 <= quality <= 100:
+        raise InvalidParameter(f"quality must be between 1 and 100, got {quality}")
+    return UpscaleRequest(scale, method, fmt, quality, align_corners, auto if method == AUTO else None)
+
+
+@dataclass(frozen=True)
+class Upscaled:
+    """The encoded answer and what it took."""
+
+    body: bytes
+    media_type: str
+    format: str
+    method: str  # what ran (``auto`` resolved)
+    model_ref: str | None  # name@version of the network, None for a resampler
+    auto_note: str | None  # why ``auto`` chose ``method``
+    input_size: tuple[int, int]  # (width, height)
+    output_size: tuple[int, int]
+    stages: dict[str, float]  # seconds: decode, queue, infer, post, encode
+
+
+@dataclass(frozen=True)
+class Processed:
+    """:func:`upscale_pixels`' result: uint8 (rH, rW, C) pixels and the network's share."""
+
+    pixels: np.ndarray
+    queue_s: float
+    infer_s: float
+    model_ref: str | None
+
+
+def output_format(request: UpscaleRequest, accept: str, input_format: str) -> str:
+    """The asked-for format; else the one image type ``Accept`` names; else the input's (JPEG
+    and WebP stay themselves, anything else becomes PNG)."""
+    if request.format:
+        return request.format
+    named = set()
+    for item in accept.lower().split(","):
+        media = item.split(";")[0].strip()
+        if media.startswith("image/") and media[6:] in FORMAT_ALIASES:
+            named.add(FORMAT_ALIASES[media[6:]])
+    if len(named) == 1:
+        return named.pop()
+    return input_format if input_format in ("jpeg", "webp") else "png"
+
+
+async def upscale(
+    runtime: Runtime,
+    data: bytes,
+    request: UpscaleRequest,
+    deadline: float,
+    *,
+    accept: str = "",
+    abandoned: Callable[[], Awaitable[object]] | None = None,
+) -> Upscaled:
+    """Encoded image bytes in, encoded upscaled bytes out, before ``deadline`` (monotonic s)."""
+    settings, metrics = runtime.settings, runtime.metrics
+    started = time.monotonic()
+    decoded = await runtime.in_codec_pool(
+        decode,
+        data,
+        scale=request.scale,
+        max_input_pixels=settings.max_input_pixels,
+        max_output_pixels=settings.max_output_pixels,
+    )
+    decoded_at = time.monotonic()
+    metrics.decode_duration.observe(decoded_at - started)
+    fmt = output_format(request, accept, decoded.format)
+    method, note = request.method, None
+    if request.auto is not None:
+        method, note = await _auto(runtime, request, decoded, fmt)
+    processed = await upscale_pixels(
+        runtime, decoded.pixels, decoded.mode, request.scale, method, deadline,
+        align_corners=request.align_corners, abandoned=abandoned,
+    )
+    processed_at = time.monotonic()
+    quality = request.quality or (settings.webp_quality if fmt == "webp" else settings.jpeg_quality)
+    body = await runtime.in_codec_pool(
+        encode,
+        processed.pixels,
+        decoded.mode,
+        fmt,
+        quality=quality,
+        png_compress_level=settings.png_compress_level,
+        icc_profile=decoded.icc_profile,
+    )
+    finished = time.monotonic()
+    metrics.encode_duration.labels(format=fmt).observe(finished - processed_at)
+    # What this request cost apart from waiting: the cost model learns from it.
+    runtime.costs.observe(method, request.scale, decoded.width, decoded.height, fmt,
+                          (finished - started - processed.queue_s) * 1000)
+    height, width = processed.pixels.shape[:2]
+    return Upscaled(
+        body=body,
+        media_type=MEDIA_TYPES[fmt],
+        format=fmt,
+        method=method,
+        model_ref=processed.model_ref,
+        auto_note=note,
+        input_size=(decoded.width, decoded.height),
+        output_size=(int(width), int(height)),
+        stages={
+            "decode": decoded_at - started,
+            "queue": processed.queue_s,
+            "infer": processed.infer_s,
+            "post": processed_at - decoded_at - processed.queue_s - processed.infer_s,
+            "encode": finished - processed_at,
+        },
+    )
+
+
+async def upscale_pixels(
+    runtime: Runtime,
+    pixels: np.ndarray,
+    mode: str,
+    scale: int,
+    method: str,
+    deadline: float,
+    *,
+    align_corners: bool = False,
+    abandoned: Callable[[], Awaitable[object]] | None = None,
+) -> Processed:
+    """Decoded (H, W, C) uint8 pixels in, upscaled pixels out: a resampler on every channel,
+    or the network on Y through the batcher with Cb/Cr/alpha bicubic around it."""
+    if method in CLASSICAL_METHODS:
+        started = time.monotonic()
+        out = await runtime.in_codec_pool(
+            classical_upscale, pixels, scale, method, align_corners=align_corners
+        )
+        return Processed(out, 0.0, time.monotonic() - started, None)
+    model = runtime.models.get(method, scale)
+    if model is None:
+        raise InvalidParameter(f"{method} is not offered at x{scale}")
+    model_input = await runtime.in_codec_pool(split_for_model, pixels, mode, scale)
+    result = await runtime.batcher.run(model, model_input.luma, deadline, abandoned=abandoned)
+    runtime.metrics.queue_wait.labels(method=method, scale=str(scale)).observe(result.queue_s)
+    out = await runtime.in_codec_pool(merge_from_model, model_input, result.plane)
+    return Processed(out, result.queue_s, result.infer_s, model.ref)
+
+
+async def _auto(
+    runtime: Runtime, request: UpscaleRequest, decoded: DecodedImage, fmt: str
+) -> tuple[str, str]:
+    """The method-choice policy for this image; when nothing fits, the fastest method, said so."""
+    assert request.auto is not None
+    espcn = runtime.models.get("espcn", request.scale)
+    proxy = None
+    if espcn is not None and request.scale in runtime.gain_models:
+        proxy = await runtime.in_codec_pool(_proxy_gain, espcn.module, decoded, request.scale)
+    choice = runtime.choose(ChoiceRequest(
+        width=decoded.width, height=decoded.height, scale=request.scale,
+        max_latency_ms=request.auto.max_latency_ms, min_psnr_db=request.auto.min_psnr_db,
+        objective=request.auto.objective, format=fmt,
+    ), proxy)
+    if choice.method is not None:
+        return choice.method, f"chosen; {choice.reason}"
+    timed = [c for c in choice.candidates if c.predicted_latency_ms is not None]
+    fastest = min(timed, key=lambda c: c.predicted_latency_ms or 0.0).method if timed else "bicubic"
+    return fastest, f"fallback to the fastest; {choice.reason}"
+
+
+def _proxy_gain(module: torch.nn.Module, decoded: DecodedImage, scale: int) -> float | None:
+    luma, _ = luma_and_rest(decoded.pixels, decoded.mode)
+    return proxy_gain_db(module, luma, scale)
