@@ -27,13 +27,19 @@ install: $(VENV)/.installed
 
 install-test: $(VENV)/.installed-test
 
-# The Prometheus integration test needs Debian's prometheus; install it when we may.
+# The Prometheus integration test needs Debian's prometheus and the web page test Debian's
+# chromium; install them when we may (as root, with apt), else those tests skip.
 system-test-deps:
 	@command -v prometheus >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    echo "installing Debian prometheus for the integration test"; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
 	  else echo "prometheus not installed: its integration test will be skipped"; fi; }
+	@test -x /usr/bin/chromium || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing Debian chromium for the web page test"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; \
+	  else echo "chromium not installed: the web page test will be skipped"; fi; }
 
 serve: install
 	$(BIN)/python -m service $(if $(HOST),--host $(HOST)) $(if $(PORT),--port $(PORT))

@@ -9,7 +9,9 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from service import __version__
-from service.api import health, methods, metrics, models, upscale
+from service.api import health, methods, metrics, models, page, upscale
+from service.api.head import HeadAsGetMiddleware
+from service.api.openapi import install_docs, install_openapi
 from service.api.problems import install_problem_handlers
 from service.api.request_id import RequestIdMiddleware
 from service.config import Settings
@@ -48,9 +50,14 @@ def create_app(settings: Settings | None = None, *, run_batch: RunBatch = run_ne
         version=__version__,
         summary="Super-resolution with sub-pixel convolution networks and classical resamplers.",
         lifespan=lifespan,
+        docs_url=None,  # install_docs serves it offline
+        redoc_url=None,
     )
     install_problem_handlers(app)
+    install_openapi(app, api_keys_configured=bool(settings.api_keys))
+    install_docs(app)
     app.add_middleware(RequestIdMiddleware)
-    for module in (upscale, methods, models, health, metrics):
+    app.add_middleware(HeadAsGetMiddleware)
+    for module in (upscale, methods, models, health, metrics, page):
         app.include_router(module.router)
     return app

@@ -98,3 +98,37 @@ class LiveServer:
         self.server.should_exit = True
         self.thread.join(30)
         self.sock.close()
+
+
+class ServerProcess:
+    """``python -m service`` in a process of its own on a free port: the server users run."""
+
+    def __init__(self, log_path: Path, **env: str) -> None:
+        import os
+        import subprocess
+        import sys
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._log = log_path.open("wb")
+        environment = {**os.environ, "SR_LOG_LEVEL": "WARNING", "SR_CALIBRATE": "false",
+                       "SR_MODEL_STORE": str(SHIPPED_STORE), **env}
+        self.proc = subprocess.Popen([sys.executable, "-m", "service", "--port", str(self.port)],
+                                     cwd=REPO_ROOT, env=environment, stdout=self._log, stderr=subprocess.STDOUT)
+
+    def __enter__(self) -> ServerProcess:
+        import httpx
+
+        def ready() -> bool:
+            try:
+                return httpx.get(self.url + "/readyz", timeout=1).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_until(ready, timeout_s=90, interval_s=0.2)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.proc.terminate()
+        self.proc.wait(60)
+        self._log.close()

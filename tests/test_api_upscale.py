@@ -159,7 +159,12 @@ def test_curl_default_content_type_is_accepted(client: TestClient) -> None:
         ("image/jpeg, */*;q=0.1", "PNG", "jpeg"),
         ("*/*", "JPEG", "jpeg"),
         ("*/*", "WEBP", "webp"),
-        ("image/png, image/webp", "JPEG", "jpeg"),  # two types named: fall back to the input's
+        # Equal q: the input's format when it is acceptable, else the first named.
+        ("image/png, image/webp", "JPEG", "png"),
+        ("image/png, image/jpeg", "JPEG", "jpeg"),
+        ("image/webp,image/png;q=0.5", "PNG", "webp"),  # q-values count
+        ("image/png;q=0.4, image/webp;q=0.9", "PNG", "webp"),
+        ("text/html", "WEBP", "webp"),  # nothing acceptable: the input's
         ("", "PNG", "png"),
     ],
 )

@@ -11,8 +11,8 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from service.imaging.gain import GAIN_FILE, GainModel, load_gain_models, proxy_gain_db
-from service.offline.gain_fit import spearman
 from service.models.store import discover, load_weights
+from service.offline.gain_fit import spearman
 
 from .helpers import DATA, SHIPPED_STORE, image_bytes
 
@@ -83,8 +83,8 @@ def test_auto_gives_a_flat_image_bicubic_and_a_detailed_one_the_network(make_cli
 def test_the_fit_sees_a_grey_image_as_the_server_does(client: TestClient) -> None:
     """`gain fit` measures the proxy on the luminance the server's `auto` computes: a grey image
     is its grey RGB twin on the studio swing, so both get the same proxy."""
-    from service.offline.gain_fit import _measure
     from service.offline.evaluate import Sample
+    from service.offline.gain_fit import _measure
 
     grey = np.array(Image.open(DATA / "eval/Set5/x3/LR/img_003.png").convert("L"))
     twin = np.repeat(grey[:, :, None], 3, axis=2)

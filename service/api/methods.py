@@ -8,6 +8,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
 from service.api.deps import ApiKey, RuntimeDep
+from service.api.openapi import problem_responses
 from service.config import OutputFormat, Scale
 from service.imaging.resamplers import CLASSICAL_METHODS
 from service.rounding import rounded
@@ -65,7 +66,7 @@ class ChooseResponse(BaseModel):
     candidates: list[CandidateOut]
 
 
-@router.get("", operation_id="list_methods", dependencies=[ApiKey])
+@router.get("", operation_id="list_methods", dependencies=[ApiKey], responses=problem_responses(500))
 async def list_methods(runtime: RuntimeDep) -> MethodList:
     """Every method with measured quality (per scale and set) and measured cost here."""
     methods = []
@@ -87,7 +88,8 @@ async def list_methods(runtime: RuntimeDep) -> MethodList:
     return MethodList(reference_set=REFERENCE_SET, device=str(runtime.device), methods=methods)
 
 
-@router.post("/choose", operation_id="choose_method", dependencies=[ApiKey])
+@router.post("/choose", operation_id="choose_method", dependencies=[ApiKey],
+             responses=problem_responses(422, 500))
 async def choose_method(body: ChooseRequest, runtime: RuntimeDep) -> ChooseResponse:
     """Which method fits this image, latency budget and quality floor (HTTP 200 even when
     nothing fits: then ``method`` is null and ``reason`` says which constraint failed)."""

@@ -8,6 +8,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel
 
 from service.api.deps import ApiKey, RuntimeDep
+from service.api.openapi import problem_responses
 
 router = APIRouter(prefix="/v1", tags=["models"])
 
@@ -30,7 +31,7 @@ class ModelList(BaseModel):
     models: list[LoadedModel]
 
 
-@router.get("/models", operation_id="list_models", dependencies=[ApiKey])
+@router.get("/models", operation_id="list_models", dependencies=[ApiKey], responses=problem_responses(500))
 async def list_models(runtime: RuntimeDep) -> ModelList:
     """Every resident model (``deconv`` is the espcn weights with the rewritten head)."""
     return ModelList(

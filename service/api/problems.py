@@ -54,7 +54,11 @@ def install_problem_handlers(app: FastAPI) -> None:
         if exc.status_code == 404:
             return problem_response(NotFound(f"no route {request.url.path}"))
         if exc.status_code == 405:
-            error = MethodNotAllowed(f"{request.method} is not allowed on {request.url.path}")
+            allowed = (exc.headers or {}).get("Allow", "")
+            error = MethodNotAllowed(
+                f"{request.method} is not allowed on {request.url.path}; allowed: {allowed or 'none'}",
+                headers={"Allow": allowed} if allowed else None,
+            )
             return problem_response(error)
         error = ServiceError(str(exc.detail))
         error.status = exc.status_code

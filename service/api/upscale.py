@@ -20,7 +20,9 @@ from service.api.access import (
     record_success,
 )
 from service.api.deps import ApiKey, RuntimeDep
+from service.api.openapi import problem_responses, upscale_ok_response, upscale_request_body
 from service.api.request_id import request_id_of
+from service.config import OUTPUT_FORMATS, SCALES
 from service.errors import (
     DeadlineExceeded,
     InvalidImage,
@@ -29,7 +31,6 @@ from service.errors import (
     ServiceError,
     UnsupportedMediaType,
 )
-from service.imaging.codec import MEDIA_TYPES
 from service.rounding import ms
 from service.serving import upscaler
 from service.serving.runtime import Runtime
@@ -111,17 +112,26 @@ def _server_timing(stages: dict[str, float]) -> str:
     operation_id="upscale",
     dependencies=[ApiKey],
     response_class=Response,
-    responses={200: {"content": {t: {} for t in MEDIA_TYPES.values()}}},
+    openapi_extra=upscale_request_body(),
+    responses={200: upscale_ok_response(), **problem_responses(400, 413, 415, 422, 500, 503, 504)},
 )
 async def upscale(
     request: Request,
     runtime: RuntimeDep,
-    scale: int = Query(2, description="upscaling factor: 2, 3 or 4"),
+    # Enums and bounds are documented here and checked by upscaler.validate, whose messages
+    # say what came and what was expected ("scale must be one of 2, 3, 4 for espcn, got 5").
+    scale: int = Query(2, description="upscaling factor", json_schema_extra={"enum": list(SCALES)}),
     method: str = Query(
-        "espcn", description="nearest, bilinear, bicubic, espcn, deconv, espcn-large"
+        "espcn", description="the method (GET /v1/methods lists them); auto chooses per image",
+        json_schema_extra={"enum": ["nearest", "bilinear", "bicubic", "espcn", "deconv", "espcn-large", "auto"]},
     ),
-    format: str | None = Query(None, description="png, jpeg or webp; default from Accept or the input"),
-    quality: int | None = Query(None, description="JPEG/WebP quality 1..100"),
+    format: str | None = Query(
+        None, description="output format; default from Accept (q-values), else the input's",
+        json_schema_extra={"enum": [*OUTPUT_FORMATS, "jpg"]},
+    ),
+    quality: int | None = Query(
+        None, description="JPEG/WebP quality", json_schema_extra={"minimum": 1, "maximum": 100}
+    ),
     align_corners: bool = Query(False, description="bilinear/bicubic corner alignment"),
     max_latency_ms: float | None = Query(None, gt=0, description="auto: latency budget"),
     min_psnr_db: float | None = Query(None, ge=0, description="auto: quality floor (Set14 PSNR)"),

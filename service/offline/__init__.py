@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 
-TRAIN_EXTRA = ("tqdm", "matplotlib")
+TRAIN_EXTRA = ("matplotlib",)
 
 
 def require_train_extra(command: str) -> None:

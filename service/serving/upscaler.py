@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Literal
 
+import mimeparse
 import numpy as np
 import torch
 
@@ -108,18 +109,30 @@ class Processed:
 
 
 def output_format(request: UpscaleRequest, accept: str, input_format: str) -> str:
-    """The asked-for format; else the one image type ``Accept`` names; else the input's (JPEG
-    and WebP stay themselves, anything else becomes PNG)."""
+    """The asked-for ``format``; else the best of ``Accept`` by its q-values (RFC 9110), the
+    input's own format winning a tie and the first named winning otherwise; else (no
+    ``Accept``, or nothing acceptable) the input's: JPEG and WebP stay themselves, the rest
+    becomes PNG."""
     if request.format:
         return request.format
-    named = set()
-    for item in accept.lower().split(","):
-        media = item.split(";")[0].strip()
-        if media.startswith("image/") and media[6:] in FORMAT_ALIASES:
-            named.add(FORMAT_ALIASES[media[6:]])
-    if len(named) == 1:
-        return named.pop()
-    return input_format if input_format in ("jpeg", "webp") else "png"
+    default = input_format if input_format in ("jpeg", "webp") else "png"
+    try:
+        weights = {fmt: mimeparse.quality(MEDIA_TYPES[fmt], accept) for fmt in OUTPUT_FORMATS} if accept else {}
+    except (ValueError, IndexError):  # an Accept header that does not parse counts as absent
+        weights = {}
+    best = max(weights.values(), default=0.0)
+    if best <= 0:
+        return default
+    tied = [fmt for fmt, q in weights.items() if q == best]
+    if default in tied:
+        return default
+    named = accept.lower()
+
+    def position(fmt: str) -> int:  # where the client named it; a wildcard match goes last
+        at = named.find(MEDIA_TYPES[fmt])
+        return at if at >= 0 else len(named)
+
+    return min(tied, key=position)
 
 
 async def upscale(
