@@ -1,15 +1,18 @@
-"""``make bench``: in-process pipeline vs the HTTP service, batching on and off.
+"""``make bench``: the service over HTTP, per backend, against the reference in-process pipeline.
 
-    python -m benchmarks.run                      # everything, ~5 minutes on 2 cores
-    python -m benchmarks.run --seconds 4 --concurrency 1 16 --out bench-results/quick.json
+    python -m benchmarks.run                      # everything, ~6 minutes on 2 cores
+    python -m benchmarks.run --seconds 4 --configs torch --out bench-results/quick.json
 
-For each input size (PNG, x3, espcn): the server's pipeline called in process, one request at a
-time (``serving.upscaler.upscale`` on a Runtime of its own: no HTTP) and the service over real HTTP (uvicorn in a
-subprocess, httpx client here) at each concurrency, with batching on (the settings' default)
-and off (SR_MAX_BATCH_SIZE=1). Then a mixed-size workload (64..1024 px sides). Reported:
-requests/s, output megapixels/s, p50/p95/p99 latency, the service/in-process throughput
-ratio, and the median stage split from Server-Timing. The client shares the machine's cores
-with the server; on 2 cores that costs the service a few percent, and the numbers say so.
+The reference is ``../shared/tools/ref_pipeline.py`` run in the same window: Pillow decode, torch
+eager ESPCN, Pillow PNG level 1, the best of 1, 2 and 4 worker threads (no HTTP); its single
+image latency is the bar for concurrency 1. Then, for each configuration (``torch``,
+``onnxruntime``: SR_BACKEND; ``torch-nobatch``: SR_MAX_BATCH_SIZE=1) a server process (uvicorn)
+and an httpx client here, x3 espcn PNG at each size and concurrency: images/s, p50/p95/p99, the
+ratio to the reference, and the median stage split from Server-Timing (decode, queue, infer,
+post = split + merge, encode). Also the server's pipeline in process, one request at a time
+(``serving.upscaler.upscale``, no HTTP), a mixed-size workload (64..1024 px sides), and every
+learned method's calibrated ms per output megapixel. The client shares the machine's cores with
+the server: on 2 cores that costs the service a few percent, and the numbers say so.
 """
 
 from __future__ import annotations
@@ -163,7 +166,7 @@ async def load(url: str, bodies: list[tuple[bytes, int]], concurrency: int, seco
     result: dict[str, Any] = summarise(latencies, wall, pixels)
     result["errors"] = errors
     result["stages_ms_median"] = {
-        k: statistics.median(s[k] for s in stages if k in s) for k in ("queue", "infer", "encode", "total")
+        k: statistics.median(s[k] for s in stages if k in s) for k in STAGES if any(k in s for s in stages)
     } if stages else {}
     return result
 
@@ -195,10 +198,38 @@ async def prediction_accuracy(url: str, scale: int, concurrency: int, requests: 
             "p90_relative_error": percentile(errors, 90)}
 
 
+CONFIGS = {
+    "torch": {"SR_BACKEND": "torch"},
+    "onnxruntime": {"SR_BACKEND": "onnxruntime"},
+    "torch-nobatch": {"SR_BACKEND": "torch", "SR_MAX_BATCH_SIZE": "1"},
+}
+REFERENCE = REPO_ROOT.parent / "shared" / "tools" / "ref_pipeline.py"
+STAGES = ("decode", "queue", "infer", "post", "encode", "total")
+
+
+def reference(body: bytes, scale: int, n: int) -> dict[str, Any] | None:
+    """``ref_pipeline.py`` on this image, in a process of its own: best images/s and ms/image."""
+    if not REFERENCE.exists():
+        return None
+    path = Path("bench-results") / f"ref-{len(body)}.png"
+    path.parent.mkdir(exist_ok=True)
+    path.write_bytes(body)
+    out = subprocess.run([sys.executable, str(REFERENCE), str(path), "--scale", str(scale), "--n", str(n)],
+                         capture_output=True, text=True, check=True, timeout=600).stdout
+    result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+    return result
+
+
+def method_costs(url: str) -> dict[str, dict[str, float | None]]:
+    listing = httpx.get(url + "/v1/methods", timeout=30).json()["methods"]
+    return {m["name"]: m["ms_per_megapixel"] for m in listing if m["learned"]}
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.split("\n")[0])
     p.add_argument("--sizes", nargs="+", type=int, default=[128, 512])
-    p.add_argument("--concurrency", nargs="+", type=int, default=[1, 4, 16, 64])
+    p.add_argument("--concurrency", nargs="+", type=int, default=[1, 16])
+    p.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
     p.add_argument("--seconds", type=float, default=6.0, help="per measurement")
     p.add_argument("--scale", type=int, default=3)
     p.add_argument("--out", type=Path, default=Path("bench-results/bench.json"))
@@ -218,49 +249,66 @@ def main(argv: list[str] | None = None) -> None:
         return
     results: dict[str, Any] = {"machine": {"cpus": os.cpu_count(), "torch": torch.__version__,
                                            "device": str(resolve_device("auto"))},
-                               "in_process": {}, "service": {}, "mixed": {}}
+                               "reference": {}, "in_process": {}, "service": {}, "mixed": {}, "ms_per_megapixel": {}}
     bodies = {size: photo_like(size, size) for size in args.sizes}
     for size in args.sizes:
+        ref = reference(bodies[size], args.scale, n=64 if size <= 256 else 8)
+        results["reference"][size] = ref
+        if ref:
+            print(f"reference {size}x{size} x{args.scale}: {ref['images_per_s']:.1f} images/s "
+                  f"({ref['workers']} workers), {ref['ms_per_image']:.1f} ms per image alone", flush=True)
         results["in_process"][size] = in_process(bodies[size], args.scale, args.seconds)
-        print(f"in-process {size}x{size} x{args.scale}: {_fmt(results['in_process'][size])}", flush=True)
+        print(f"pipeline in process {size}x{size}: {_fmt(results['in_process'][size])}", flush=True)
 
     rng = random.Random(0)
     mixed_sides = [rng.choice([64, 96, 128, 200, 256, 384, 512, 768, 1024]) for _ in range(24)]
     mixed = [(photo_like(s, i), s) for i, s in enumerate(mixed_sides)]
-    for label, env in (("batching_on", {}), ("batching_off", {"SR_MAX_BATCH_SIZE": "1"})):
-        server = Server(env)
+    for label in args.configs:
+        server = Server(CONFIGS[label])
         try:
+            results["ms_per_megapixel"][label] = method_costs(server.url)
             for size in args.sizes:
+                ref = results["reference"][size]
                 for c in args.concurrency:
                     r = asyncio.run(load(server.url, [(bodies[size], size)], c, args.seconds, args.scale))
-                    r["vs_in_process"] = r["rps"] / results["in_process"][size]["rps"]
+                    if ref:
+                        r["vs_reference"] = r["rps"] / ref["images_per_s"]
+                        r["p50_vs_reference_single"] = r["p50_ms"] / ref["ms_per_image"]
                     results["service"].setdefault(label, {}).setdefault(str(size), {})[str(c)] = r
-                    print(f"{label} {size}x{size} c={c}: {_fmt(r)} ratio {r['vs_in_process']:.2f} "
+                    print(f"{label} {size}x{size} c={c}: {_fmt(r)} ratio {r.get('vs_reference', float('nan')):.2f} "
                           f"stages {r['stages_ms_median']}", flush=True)
-            r = asyncio.run(load(server.url, mixed, 16, args.seconds * 2, args.scale))
-            results["mixed"][label] = r
-            print(f"{label} mixed 64..1024 c=16: {_fmt(r)}", flush=True)
-            if label == "batching_on":
-                for c in (1, 8):
-                    acc = asyncio.run(prediction_accuracy(server.url, args.scale, c))
-                    results.setdefault("prediction", {})[str(c)] = acc
-                    print(f"latency prediction, 50 mixed-size requests, c={c}: median |pred-meas|/meas "
-                          f"{acc['median_relative_error']:.1%} (p90 {acc['p90_relative_error']:.1%})", flush=True)
+            if label == args.configs[0]:
+                r = asyncio.run(load(server.url, mixed, 16, args.seconds * 2, args.scale))
+                results["mixed"][label] = r
+                print(f"{label} mixed 64..1024 c=16: {_fmt(r)}", flush=True)
         finally:
             server.stop()
 
-    on, off = results["service"]["batching_on"], results["service"]["batching_off"]
-    print(f"\nsummary (x{args.scale}, PNG, espcn)")
-    print("| size | concurrency | on rps | off rps | on/off | on/in-process | on p50 ms | on p99 ms |")
+    print(f"\nsummary (x{args.scale}, PNG, espcn; reference = ref_pipeline.py, best of 1/2/4 threads)")
+    print("| config | size | c | images/s | ratio to reference | p50 ms | p99 ms | p50 / reference single |")
     print("|---|---|---|---|---|---|---|---|")
     for size in args.sizes:
-        for c in args.concurrency:
-            a, b = on[str(size)][str(c)], off[str(size)][str(c)]
-            print(f"| {size} | {c} | {a['rps']:.1f} | {b['rps']:.1f} | {a['rps'] / b['rps']:.2f} | "
-                  f"{a['vs_in_process']:.2f} | {a['p50_ms']:.0f} | {a['p99_ms']:.0f} |")
-    mo, mf = results["mixed"]["batching_on"], results["mixed"]["batching_off"]
-    print(f"| mixed | 16 | {mo['rps']:.1f} | {mf['rps']:.1f} | {mo['rps'] / mf['rps']:.2f} | - | "
-          f"{mo['p50_ms']:.0f} | {mo['p99_ms']:.0f} |")
+        ref = results["reference"][size]
+        if ref:
+            print(f"| reference | {size} | best | {ref['images_per_s']:.1f} | 1.00 | {ref['ms_per_image']:.0f} (alone) | - | 1.00 |")
+        for label in args.configs:
+            for c in args.concurrency:
+                r = results["service"][label][str(size)][str(c)]
+                print(f"| {label} | {size} | {c} | {r['rps']:.1f} | {r.get('vs_reference', float('nan')):.2f} | "
+                      f"{r['p50_ms']:.0f} | {r['p99_ms']:.0f} | {r.get('p50_vs_reference_single', float('nan')):.2f} |")
+    print("\nmedian ms per image by stage (Server-Timing; post = colour split + merge)")
+    print("| config | size | c | " + " | ".join(STAGES) + " |")
+    print("|---|---|---|" + "---|" * len(STAGES))
+    for label in args.configs:
+        for size in args.sizes:
+            for c in args.concurrency:
+                st = results["service"][label][str(size)][str(c)]["stages_ms_median"]
+                print(f"| {label} | {size} | {c} | " + " | ".join(f"{st.get(k, float('nan')):.1f}" for k in STAGES) + " |")
+    print("\nms per output megapixel, calibrated by each server at start-up (processing + PNG encode)")
+    for label, costs in results["ms_per_megapixel"].items():
+        for method, per_scale in sorted(costs.items()):
+            cells = ", ".join(f"x{s} {v:.0f}" for s, v in per_scale.items() if v is not None)
+            print(f"  {label:<14} {method:<12} {cells}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"\nwrote {args.out}")

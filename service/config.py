@@ -29,6 +29,9 @@ class Settings(BaseSettings):
     port: int = Field(8000, ge=0, le=65535)
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda|cuda:\d+)$")
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
+    backend: Literal["auto", "torch", "onnxruntime"] = Field(
+        "auto", description="what runs the networks; auto: the faster of both, timed per model at start-up"
+    )
     model_store: Path = Field(
         Path("model_store"),
         description="the models, and the measured tables beside them (gain.json, classical_quality.json)",
@@ -53,7 +56,10 @@ class Settings(BaseSettings):
     api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     # Encoding.
-    png_compress_level: int = Field(1, ge=0, le=9)
+    png_encoder: Literal["fpng", "pillow"] = Field(
+        "fpng", description="fpng for RGB/RGBA without an ICC profile, Pillow for the rest"
+    )
+    png_compress_level: int = Field(1, ge=0, le=9, description="zlib level of Pillow's PNG encoder")
     jpeg_quality: int = Field(90, ge=1, le=100)
     webp_quality: int = Field(90, ge=1, le=100)
 

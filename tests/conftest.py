@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,11 @@ from service.config import Settings
 from service.serving.batching import RunBatch
 
 from .helpers import SHIPPED_STORE
+
+# Every app and server process of the suite runs torch unless a test asks for another backend:
+# SR_BACKEND=auto exports and times every model at start-up (seconds each on 2 cores), and the
+# backends' own tests (tests/test_backends.py) hold them equal.
+os.environ.setdefault("SR_BACKEND", "torch")
 
 
 @pytest.fixture

@@ -88,14 +88,17 @@ def test_routes_do_not_import_routes() -> None:
     assert {name: sorted(deps[name] & ROUTE_MODULES) for name in ROUTE_MODULES if deps[name] & ROUTE_MODULES} == {}
 
 
-def test_a_missing_train_extra_is_named_not_a_bare_import_error() -> None:
-    # A fresh interpreter where tqdm cannot be found, as in the server image.
+def test_a_missing_train_extra_is_named_not_a_bare_import_error(tmp_path: Path) -> None:
+    # A fresh interpreter where matplotlib cannot be found, as in the server image.
     probe = (
         "import sys, importlib.util as u; real = u.find_spec; "
-        "u.find_spec = lambda n, *a: None if n == 'tqdm' else real(n, *a); "
-        "from service.offline.train import main; main(['--scale', '2'])"
+        "u.find_spec = lambda n, *a: None if n == 'matplotlib' else real(n, *a); "
+        "from service.offline.train import main; "
+        # Zero steps into a temporary store: were the check missing, nothing would train.
+        f"main(['--scale', '2', '--steps', '0', '--work-dir', r'{tmp_path}', '--model-store', r'{tmp_path}'])"
     )
-    result = subprocess.run([sys.executable, "-c", probe], cwd=REPO_ROOT, capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-c", probe], cwd=REPO_ROOT, capture_output=True, text=True,
+                            timeout=120)
     assert result.returncode != 0
     assert "pip install 'subpixel[train]'" in result.stderr
     assert "ImportError" not in result.stderr and "Traceback" not in result.stderr

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from service.api.deps import ApiKey, RuntimeDep
 from service.api.openapi import problem_responses
@@ -24,6 +24,10 @@ class LoadedModel(BaseModel):
     sha256: str
     parameters: int | None
     macs_per_lr_pixel: int | None
+    backend: str = Field(description="what runs its batches: torch or onnxruntime (SR_BACKEND)")
+    backend_timing_ms: dict[str, float] | None = Field(
+        None, description="SR_BACKEND=auto: each backend's start-up time on a batch of tiles"
+    )
     benchmarks: dict[str, Any]
 
 
@@ -47,6 +51,8 @@ async def list_models(runtime: RuntimeDep) -> ModelList:
                 sha256=m.card.sha256,
                 parameters=m.card.raw.get("parameters"),
                 macs_per_lr_pixel=m.card.raw.get("macs_per_lr_pixel"),
+                backend=str(m.backend["backend"]),
+                backend_timing_ms=m.backend.get("timed_ms"),  # type: ignore[arg-type]
                 benchmarks=m.card.raw.get("benchmarks", {}),
             )
             for m in runtime.models

@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass
 
+import fpng
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -129,8 +130,17 @@ def encode(
     quality: int,
     png_compress_level: int,
     icc_profile: bytes | None,
+    png_encoder: str = "pillow",
 ) -> bytes:
-    """Encode (H, W, C) uint8 pixels. JPEG has no alpha channel: alpha is dropped there."""
+    """Encode (H, W, C) uint8 pixels. JPEG has no alpha channel: alpha is dropped there.
+
+    ``png_encoder="fpng"``: RGB and RGBA PNGs without an ICC profile go through fpng, a
+    single-pass encoder ~20-80x faster than zlib level 1 here, whose files are 10-25 % larger
+    and decode to the same pixels; grey images and embedded profiles, which it cannot write,
+    go through Pillow at ``png_compress_level``.
+    """
+    if fmt == "png" and png_encoder == "fpng" and mode in ("RGB", "RGBA") and not icc_profile:
+        return bytes(fpng.from_ndarray(np.ascontiguousarray(pixels)))
     array = pixels[:, :, 0] if pixels.shape[2] == 1 else pixels
     image = Image.fromarray(array)
     if image.mode != mode:

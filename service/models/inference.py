@@ -23,5 +23,5 @@ def run_network(
         m = None
         if mask is not None:
             m = (mask.pin_memory() if cuda else mask).to(model.device, non_blocking=cuda).to(model.dtype)
-        y = model.module(x, m)
+        y = model.run(x, m)
         return y.float().clamp_(0.0, 1.0).mul_(255.0).cpu()

@@ -53,6 +53,7 @@ async def calibrate(runtime: Runtime) -> CostModel:
             await runtime.in_codec_pool(
                 encode, out, "RGB", fmt, quality=settings.jpeg_quality,
                 png_compress_level=settings.png_compress_level, icc_profile=None,
+                png_encoder=settings.png_encoder,
             )
             encode_samples.append((out.shape[0] * out.shape[1] / 1e6, (time.monotonic() - t) * 1000))
         model.encode[fmt] = LinearCost.fit(encode_samples)

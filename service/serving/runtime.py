@@ -82,7 +82,10 @@ class Runtime:
         dtype = resolve_dtype(settings.dtype, device)
         if device.type == "cpu" and settings.torch_threads:
             torch.set_num_threads(settings.torch_threads)
-        models = ModelSet.load(settings.model_store, device, dtype)
+        models = ModelSet.load(
+            settings.model_store, device, dtype, backend=settings.backend,
+            threads=torch.get_num_threads(), batch=settings.max_batch_size, tile=settings.tile_size,
+        )
         offered = [(m, s) for m, scales in offered_methods(models).items() for s in scales]
         metrics = build_metrics(registry or CollectorRegistry(), offered)
         for m in models:

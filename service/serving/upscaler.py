@@ -174,6 +174,7 @@ async def upscale(
         quality=quality,
         png_compress_level=settings.png_compress_level,
         icc_profile=decoded.icc_profile,
+        png_encoder=settings.png_encoder,
     )
     finished = time.monotonic()
     metrics.encode_duration.labels(format=fmt).observe(finished - processed_at)

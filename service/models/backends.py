@@ -1,0 +1,122 @@
+"""Inference backends: what runs a resident network's batches. torch eager, or ONNX Runtime on a
+graph exported from the same module at load time (in memory, from the checked safetensors: no
+file to trust and no pickle).
+
+Every backend is a callable ``(x, mask) -> y`` on (N, 1, h, w) tensors in 0..1 of the model's
+device and dtype, the contract of the modules' ``forward``; the batcher, the tiling, the
+deadlines and the OOM splitting do not know which one runs. The exported graph always takes a
+mask: multiplying each layer's input by a mask of ones costs well under 1 % of the convolutions,
+and one graph per model keeps start-up short.
+
+``SR_BACKEND=auto`` times both on a batch of the configured size at start-up and keeps the
+faster per model (on a CUDA device torch, which runs fp16 there; the CPU build of ONNX Runtime
+has no CUDA provider).
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import logging
+import statistics
+import time
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+Runner = Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]
+BACKENDS = ("torch", "onnxruntime")
+
+
+class _WithMask(nn.Module):
+    """The module with its mask as a required input, for export."""
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.module = module
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.module(x, mask)
+        return out
+
+
+def export_onnx(module: nn.Module) -> bytes:
+    """The module as an ONNX graph with dynamic batch, height and width."""
+    sample = torch.rand(1, 1, 24, 24)
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        # The TorchScript exporter announces its deprecation; the graph it writes is what we test.
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            _WithMask(copy.deepcopy(module).float().eval()), (sample, torch.ones_like(sample)), buffer,
+            input_names=["x", "mask"], output_names=["y"], opset_version=17, dynamo=False,
+            dynamic_axes={"x": {0: "n", 2: "h", 3: "w"}, "mask": {0: "n", 2: "h", 3: "w"},
+                          "y": {0: "n", 2: "rh", 3: "rw"}},
+        )
+    return buffer.getvalue()
+
+
+class OnnxRunner:
+    """An ONNX Runtime session behaving like the module's ``forward`` (CPU, float32)."""
+
+    name = "onnxruntime"
+
+    def __init__(self, module: nn.Module, threads: int) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        # Intra-op threads are the network's share of the cores; one inter-op thread, since a
+        # sub-pixel network is a chain with nothing to run side by side.
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.session = ort.InferenceSession(export_onnx(module), options, providers=["CPUExecutionProvider"])
+
+    def __call__(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        ones = mask if mask is not None else torch.ones_like(x)
+        (y,) = self.session.run(None, {"x": x.contiguous().numpy(), "mask": ones.contiguous().numpy()})
+        return torch.from_numpy(y)
+
+
+def torch_runner(module: nn.Module) -> Runner:
+    def run(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        out: torch.Tensor = module(x, mask)
+        return out
+
+    run.name = "torch"  # type: ignore[attr-defined]
+    return run
+
+
+def _median_ms(runner: Runner, x: torch.Tensor, repeats: int = 3) -> float:
+    with torch.inference_mode():
+        runner(x, None)  # the first run pays lazy initialisation
+        times = []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            runner(x, None)
+            times.append((time.perf_counter() - started) * 1000)
+    return statistics.median(times)
+
+
+def choose_runner(
+    module: nn.Module, setting: str, device: torch.device, *, threads: int, batch: int, side: int
+) -> tuple[Runner, dict[str, Any]]:
+    """The runner for one resident module and why: the setting, or for ``auto`` a timing of
+    every backend on a (batch, 1, side, side) canvas."""
+    if setting == "torch" or device.type != "cpu":
+        if setting == "onnxruntime":
+            raise RuntimeError(f"SR_BACKEND=onnxruntime runs on the CPU only, not on {device}")
+        return torch_runner(module), {"backend": "torch"}
+    onnx = OnnxRunner(module, threads)
+    if setting == "onnxruntime":
+        return onnx, {"backend": "onnxruntime"}
+    canvas = torch.rand(batch, 1, side, side)
+    timings = {"torch": _median_ms(torch_runner(module), canvas), "onnxruntime": _median_ms(onnx, canvas)}
+    best = min(timings, key=timings.__getitem__)
+    runner: Runner = onnx if best == "onnxruntime" else torch_runner(module)
+    return runner, {"backend": best, "timed_ms": {k: round(v, 2) for k, v in timings.items()}}

@@ -1,0 +1,75 @@
+"""Every backend computes what torch computes: every shipped model, odd sizes, masked batches
+of mixed tiles, within 1e-4 before rounding; and through HTTP, the same pixels."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+import torch
+from fastapi.testclient import TestClient
+
+from service.models.backends import OnnxRunner, choose_runner, torch_runner
+from service.models.resident import ModelSet
+from service.serving.tiling import assemble
+
+from .helpers import SHIPPED_STORE, decode, image_bytes, post
+
+MODELS = ModelSet.load(SHIPPED_STORE, torch.device("cpu"), torch.float32)
+NAMES = [f"{m.method}-x{m.scale}" for m in MODELS]
+
+
+@pytest.fixture(scope="module")
+def onnx_runners() -> dict[str, OnnxRunner]:
+    return {f"{m.method}-x{m.scale}": OnnxRunner(m.module, threads=1) for m in MODELS}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_onnxruntime_equals_torch_on_every_shipped_model(name: str, onnx_runners: dict[str, OnnxRunner]) -> None:
+    model = next(m for m in MODELS if f"{m.method}-x{m.scale}" == name)
+    generator = torch.Generator().manual_seed(len(name))
+    # A batch of mixed tiles: windows of several sizes on one canvas, with its validity mask.
+    windows = [torch.rand(h, w, generator=generator) for h, w in [(23, 17), (9, 31), (31, 31), (1, 5)]]
+    canvas, mask = assemble(windows)
+    assert mask is not None
+    with torch.inference_mode():
+        for x, m in ((canvas, mask), (torch.rand(2, 1, 13, 29, generator=generator), None)):
+            reference = model.module(x, m)
+            out = onnx_runners[name](x, m)
+            assert out.shape == reference.shape
+            assert (out - reference).abs().max().item() <= 1e-4
+
+
+def test_auto_times_both_and_keeps_a_backend() -> None:
+    model = next(m for m in MODELS if m.method == "espcn" and m.scale == 3)
+    runner, info = choose_runner(model.module, "auto", torch.device("cpu"), threads=1, batch=2, side=40)
+    assert info["backend"] in ("torch", "onnxruntime")
+    assert set(info["timed_ms"]) == {"torch", "onnxruntime"}  # type: ignore[arg-type]
+    chosen = min(info["timed_ms"], key=info["timed_ms"].get)  # type: ignore[arg-type, union-attr]
+    assert info["backend"] == chosen
+    x = torch.rand(1, 1, 20, 20)
+    with torch.inference_mode():
+        assert torch.allclose(runner(x, None), torch_runner(model.module)(x, None), atol=1e-4)
+
+
+def test_a_named_backend_is_used_and_cuda_is_refused_for_onnxruntime() -> None:
+    model = MODELS.get("espcn", 2)
+    assert model is not None
+    _, info = choose_runner(model.module, "torch", torch.device("cpu"), threads=1, batch=1, side=16)
+    assert info == {"backend": "torch"}
+    with pytest.raises(RuntimeError, match="CPU only"):
+        choose_runner(model.module, "onnxruntime", torch.device("cuda"), threads=1, batch=1, side=16)
+
+
+@pytest.mark.parametrize("method", ["espcn", "deconv", "espcn-large"])
+def test_the_server_answers_the_same_pixels_on_either_backend(
+    make_client: Callable[..., TestClient], method: str
+) -> None:
+    data = image_bytes("RGB", (45, 31))
+    torch_client, onnx_client = make_client(backend="torch"), make_client(backend="onnxruntime")
+    a = np.asarray(decode(post(torch_client, data, scale=3, method=method).content)).astype(int)
+    b = np.asarray(decode(post(onnx_client, data, scale=3, method=method).content)).astype(int)
+    models = onnx_client.get("/v1/models").json()["models"]
+    assert {m["backend"] for m in models} == {"onnxruntime"}
+    assert np.abs(a - b).max() <= 1 and (a != b).mean() < 1e-3  # rounding of equal sums only
