@@ -10,6 +10,7 @@ from fastapi import FastAPI
 
 from service import __version__
 from service.api import health, methods, metrics, models, page, upscale
+from service.api.body_limit import BodyLimitMiddleware
 from service.api.head import HeadAsGetMiddleware
 from service.api.openapi import install_docs, install_openapi
 from service.api.problems import install_problem_handlers
@@ -58,6 +59,8 @@ def create_app(settings: Settings | None = None, *, run_batch: RunBatch = run_ne
     install_docs(app)
     app.add_middleware(RequestIdMiddleware)
     app.add_middleware(HeadAsGetMiddleware)
+    # The upload streams under its own limit (SR_MAX_UPLOAD_BYTES); every JSON body under this one.
+    app.add_middleware(BodyLimitMiddleware, limit=settings.max_json_bytes, exempt=("/v1/upscale",))
     for module in (upscale, methods, models, health, metrics, page):
         app.include_router(module.router)
     return app

@@ -50,6 +50,7 @@ class Settings(BaseSettings):
 
     # Input limits.
     max_upload_bytes: int = Field(25 * 1024 * 1024, ge=1)
+    max_json_bytes: int = Field(64 * 1024, ge=1, description="body limit of every other endpoint (JSON)")
     max_input_pixels: int = Field(4096 * 4096, ge=1)
     max_output_pixels: int = Field(8192 * 8192, ge=1)
 

@@ -37,6 +37,10 @@ class InvalidImage(ServiceError):
     status, code, title = 400, "invalid_image", "The body is not a decodable image"
 
 
+class InvalidBody(ServiceError):
+    status, code, title = 400, "invalid_body", "The request body cannot be parsed"
+
+
 class Unauthorized(ServiceError):
     status, code, title = 401, "unauthorized", "A valid API key is required"
 

@@ -327,3 +327,30 @@ def test_batched_tiles_equal_whole_plane_inference_on_a_shipped_model() -> None:
         await batcher.stop()
 
     run(main())
+
+
+def test_a_poisoned_tile_fails_only_its_own_request_even_inside_a_shared_batch() -> None:
+    async def main() -> None:
+        rec = Recorder()
+        rec.gate.clear()  # pile everything up so the poisoned tile shares batches with others
+        rec.fail_when = lambda canvas: bool((canvas == 7).all(dim=(1, 2, 3)).any())
+        batcher = make_batcher(rec, max_batch_tiles=8)
+        batcher.start()
+        model = fake_model()
+        blocker = start(batcher, model, torch.full((4, 4), 1.0))
+        await asyncio.sleep(0.02)
+        values = [3.0, 5.0, 7.0, 2.0, 4.0, 6.0]
+        tasks = [start(batcher, model, torch.full((4, 4), v)) for v in values]
+        await asyncio.sleep(0.02)
+        rec.gate.set()
+        await blocker
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        for value, result in zip(values, results, strict=True):
+            if value == 7.0:
+                assert isinstance(result, InferenceFailed)
+            else:
+                assert torch.allclose(result, torch.full((8, 8), value * 2))  # type: ignore[arg-type]
+        assert max(rec.batches) == 6  # they did share a batch, which was split to find the bad tile
+        await batcher.stop()
+
+    run(main())

@@ -41,11 +41,12 @@ class MethodList(BaseModel):
 
 
 class ChooseRequest(BaseModel):
-    width: int = Field(gt=0, le=1 << 16)
-    height: int = Field(gt=0, le=1 << 16)
+    # Strict: JSON true/false are not numbers (lax pydantic reads false as 0).
+    width: int = Field(gt=0, le=1 << 16, strict=True)
+    height: int = Field(gt=0, le=1 << 16, strict=True)
     scale: Scale
-    max_latency_ms: float | None = Field(None, gt=0)
-    min_psnr_db: float | None = Field(None, ge=0)
+    max_latency_ms: float | None = Field(None, gt=0, strict=True)
+    min_psnr_db: float | None = Field(None, ge=0, strict=True)
     objective: Literal["quality", "speed"] = "quality"
     format: OutputFormat = "png"
 

@@ -11,7 +11,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.api.access import INVALID_LABELS, record_refusal
 from service.api.request_id import request_id_of
-from service.errors import InvalidParameter, MethodNotAllowed, NotFound, ServiceError
+from service.errors import InvalidBody, InvalidParameter, MethodNotAllowed, NotFound, ServiceError
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,10 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     async def on_validation_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
-        error = InvalidParameter(_describe(list(exc.errors())))
+        errors = list(exc.errors())
+        if any(err.get("type") == "json_invalid" for err in errors):
+            return problem_response(InvalidBody("the body is not valid JSON; send JSON as the schema describes"))
+        error: ServiceError = InvalidParameter(_describe(errors))
         route = request.scope.get("route")
         runtime = getattr(request.app.state, "runtime", None)
         if getattr(route, "access_logged", False) and runtime is not None:
@@ -51,6 +54,12 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
+        if isinstance(exc.__cause__, ServiceError):
+            # FastAPI wraps whatever failed while reading a body (our body limit) in a 400.
+            return problem_response(exc.__cause__)
+        if exc.status_code == 400:
+            # FastAPI's "There was an error parsing the body" (JSON that does not parse).
+            return problem_response(InvalidBody(f"{exc.detail}; send JSON as the schema describes"))
         if exc.status_code == 404:
             return problem_response(NotFound(f"no route {request.url.path}"))
         if exc.status_code == 405:

@@ -16,9 +16,9 @@ for its result, the request's absolute deadline or the caller abandoning it, whi
 first, and takes the request's tiles out of the queue when it stops waiting. The deadline is
 the request's own, one monotonic instant, checked again before a sealed batch runs.
 
-Faults stay local: an exception fails only the requests whose tiles were in that batch; an
-out-of-memory error splits the batch in halves and retries before giving up on a tile; a batch
-that does not return one result per tile fails its tiles. No HTTP here: it is tested with fake
+Faults stay local: a batch that raises (out of memory, or one poisoned tile) is retried in
+halves down to single tiles, so only the tiles that fail alone fail, and only their requests;
+a batch that does not return one result per tile is retried the same way. No HTTP here: it is tested with fake
 networks in plain asyncio.
 """
 
@@ -332,15 +332,18 @@ class Batcher:
             if result.shape[0] != len(works):
                 raise _WrongResultCount(f"{result.shape[0]} results for {len(works)} tiles")
         except Exception as exc:  # noqa: BLE001 - any failure must reach the requests
-            if _is_oom(exc) and len(index) > 1:
-                if self.device.type == "cuda":
+            if len(index) > 1:
+                # Out of memory, or one bad tile: retry in halves, down to single tiles, so only
+                # the tiles that fail alone fail (and only their requests).
+                if _is_oom(exc) and self.device.type == "cuda":
                     torch.cuda.empty_cache()
                 half = len(index) // 2
-                log.warning("out of memory on %d tiles; retrying as %d + %d", len(index), half, len(index) - half)
+                log.warning("%s on %d tiles; retrying as %d + %d", "out of memory" if _is_oom(exc)
+                            else type(exc).__name__, len(index), half, len(index) - half)
                 self._run_split(batch, index[:half], outcome)
                 self._run_split(batch, index[half:], outcome)
                 return
-            log.exception("batch of %d tiles for %s failed", len(index), model.ref)
+            log.exception("a tile for %s failed on its own", model.ref)
             for i in index:
                 outcome[i] = exc
             return

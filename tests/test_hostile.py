@@ -1,0 +1,67 @@
+"""Bad and careless clients get clear 4xx answers and are counted as theirs, not as our faults."""
+
+from __future__ import annotations
+
+import socket
+import time
+from typing import Any
+
+from fastapi.testclient import TestClient
+
+from service.config import Settings
+
+from .helpers import SHIPPED_STORE, LiveServer, assert_problem, image_bytes, wait_until
+
+CHOOSE = {"width": 64, "height": 48, "scale": 3}
+
+
+def test_a_json_body_over_its_limit_is_refused(make_client: Any) -> None:
+    client = make_client(max_json_bytes=1024)
+    padded = b'{"width": 10, "height": 10, "scale": 3, "pad": "' + b"x" * 5000 + b'"}'
+    declared = client.post("/v1/methods/choose", content=padded, headers={"Content-Type": "application/json"})
+    assert_problem(declared, 413, "payload_too_large")
+
+    def chunks() -> Any:  # no Content-Length: the limit holds while the body streams
+        yield b'{"width": 10, "pad": "'
+        for _ in range(10):
+            yield b"x" * 500
+        yield b'"}'
+
+    streamed = client.post("/v1/methods/choose", content=chunks(), headers={"Content-Type": "application/json"})
+    assert_problem(streamed, 413, "payload_too_large")
+    assert client.post("/v1/methods/choose", json=CHOOSE).status_code == 200
+
+
+def test_json_that_does_not_parse_is_a_400_invalid_body(client: TestClient) -> None:
+    for body in (b"{not json", b"\xff\xfe\x00"):
+        response = client.post("/v1/methods/choose", content=body, headers={"Content-Type": "application/json"})
+        assert_problem(response, 400, "invalid_body")
+
+
+def test_booleans_are_not_numbers(client: TestClient) -> None:
+    for field in ("min_psnr_db", "max_latency_ms", "width"):
+        response = client.post("/v1/methods/choose", json={**CHOOSE, field: False})
+        assert_problem(response, 422, "invalid_parameter")
+        assert field in response.json()["detail"]
+
+
+def test_a_client_hanging_up_mid_upload_is_a_499_not_a_500() -> None:
+    settings = Settings(model_store=SHIPPED_STORE, device="cpu", warmup=False, calibrate=False)
+    with LiveServer(settings) as live:
+        body = image_bytes(size=(64, 64))
+        for _ in range(3):
+            raw = socket.create_connection(("127.0.0.1", live.port))
+            raw.sendall(b"POST /v1/upscale?method=bicubic HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+                        + f"Content-Length: {len(body)}\r\n\r\n".encode() + body[: len(body) // 2])
+            time.sleep(0.05)
+            raw.close()
+
+        wait_until(lambda: 'sr_requests_total{method="bicubic",scale="2",status="499"} 3.0' in _metrics(live.url),
+                   timeout_s=10)
+        assert 'sr_requests_total{method="bicubic",scale="2",status="500"} 0.0' in _metrics(live.url)
+
+
+def _metrics(url: str) -> str:
+    import httpx
+
+    return httpx.get(url + "/metrics", timeout=5).text
