@@ -65,3 +65,24 @@ def _metrics(url: str) -> str:
     import httpx
 
     return httpx.get(url + "/metrics", timeout=5).text
+
+
+def test_every_outcome_is_timed_and_start_up_is_not_traffic(make_client: Any) -> None:
+    from service.models.inference import run_network
+
+    def slow(model: Any, batch: Any, mask: Any = None) -> Any:
+        time.sleep(0.6)
+        return run_network(model, batch, mask)
+
+    client = make_client(run_batch=slow, request_timeout_s=0.3, calibrate=True)
+    metrics = client.get("/metrics").text
+    # Calibration ran every model through the batcher; none of it counts as inference traffic.
+    assert 'sr_inference_duration_seconds_count{method="espcn",scale="2"} 0.0' in metrics
+    assert 'sr_batch_size_count{method="espcn",scale="2"} 0.0' in metrics
+    assert_problem(client.post("/v1/upscale", content=image_bytes(), headers={"Content-Type": "image/png"}),
+                   504, "deadline_exceeded")
+    assert client.post("/v1/upscale?method=bicubic", content=image_bytes(),
+                       headers={"Content-Type": "image/png"}).status_code == 200
+    metrics = client.get("/metrics").text
+    assert 'sr_request_duration_seconds_count{method="espcn",scale="2",status_class="5xx"} 1.0' in metrics
+    assert 'sr_request_duration_seconds_count{method="bicubic",scale="2",status_class="2xx"} 1.0' in metrics

@@ -10,7 +10,7 @@ from fastapi.routing import APIRoute
 
 from service.errors import ServiceError
 from service.rounding import ms
-from service.serving.metrics import REJECTION_REASONS, Metrics
+from service.serving.metrics import REJECTION_REASONS, Metrics, status_class
 
 access_log = logging.getLogger("service.access")
 
@@ -38,14 +38,21 @@ def record_refusal(
         metrics.rejected.labels(reason=error.code).inc()
     record.update(status=error.status, code=error.code, detail=error.detail)
     if started is not None:
-        record["total_ms"] = ms(time.monotonic() - started)
+        # Every outcome is timed: a p99 that saw only successes would hide the 504s.
+        duration = time.monotonic() - started
+        if labels is not INVALID_LABELS:
+            metrics.request_duration.labels(**labels, status_class=status_class(error.status)).observe(duration)
+        record["total_ms"] = ms(duration)
     access_log.info("upscale %s", error.status, extra=record)
 
 
 def record_fault(metrics: Metrics, labels: dict[str, str], record: dict[str, object], started: float) -> None:
     """Count and log a fault of ours; the problem handler answers it as problem+json."""
     metrics.requests.labels(**labels, status="500").inc()
-    record.update(status=500, code="internal_error", total_ms=ms(time.monotonic() - started))
+    duration = time.monotonic() - started
+    if labels is not INVALID_LABELS:
+        metrics.request_duration.labels(**labels, status_class="5xx").observe(duration)
+    record.update(status=500, code="internal_error", total_ms=ms(duration))
     access_log.error("upscale 500", extra=record)
 
 
@@ -54,7 +61,7 @@ def record_success(
 ) -> None:
     duration = time.monotonic() - started
     metrics.requests.labels(**labels, status="200").inc()
-    metrics.request_duration.labels(**labels).observe(duration)
+    metrics.request_duration.labels(**labels, status_class="2xx").observe(duration)
     metrics.output_pixels.labels(**labels).inc(output_pixels)
     record.update(status=200, total_ms=ms(duration))
     access_log.info("upscale 200", extra=record)

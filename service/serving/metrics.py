@@ -40,6 +40,11 @@ REJECTION_REASONS = (
 )
 STATUSES = ("200", "400", "401", "413", "415", "422", "499", "500", "503", "504")
 FORMATS = ("png", "jpeg", "webp")
+STATUS_CLASSES = ("2xx", "4xx", "5xx")
+
+
+def status_class(status: int) -> str:
+    return f"{status // 100}xx"
 
 
 @dataclass(frozen=True)
@@ -70,8 +75,9 @@ def build_metrics(
         registry=registry,
         requests=Counter("sr_requests", "Upscale requests by outcome.", (*ms, "status"), registry=registry),
         request_duration=Histogram(
-            "sr_request_duration_seconds", "Upscale request latency, body read to encoded reply.",
-            ms, buckets=REQUEST_BUCKETS, registry=registry,
+            "sr_request_duration_seconds",
+            "Upscale request latency, arrival to answer, by outcome (2xx, 4xx incl. 499, 5xx incl. 503/504).",
+            (*ms, "status_class"), buckets=REQUEST_BUCKETS, registry=registry,
         ),
         queue_wait=Histogram(
             "sr_queue_wait_seconds", "Time a request waited before its first tile ran.",
@@ -119,8 +125,9 @@ def build_metrics(
         labels = {"method": method, "scale": str(scale)}
         for status in STATUSES:
             metrics.requests.labels(**labels, status=status)
-        for family in (metrics.request_duration, metrics.queue_wait, metrics.inference_duration,
-                       metrics.batch_size, metrics.output_pixels):
+        for status_class in STATUS_CLASSES:
+            metrics.request_duration.labels(**labels, status_class=status_class)
+        for family in (metrics.queue_wait, metrics.inference_duration, metrics.batch_size, metrics.output_pixels):
             family.labels(**labels)
     for reason in REJECTION_REASONS:
         metrics.rejected.labels(reason=reason)

@@ -99,13 +99,14 @@ class Runtime:
                 functools.partial(torch.cuda.memory_allocated, device),
                 functools.partial(torch.cuda.memory_reserved, device),
             )
+        lifecycle = Lifecycle()
         batcher = Batcher(
             device,
             run_batch,
             max_batch_tiles=settings.max_batch_size,
             tile_size=settings.tile_size,
             max_batch_delay_s=settings.max_batch_delay_ms / 1000.0,
-            on_batch=functools.partial(_observe_batch, metrics),
+            on_batch=functools.partial(_observe_batch, metrics, lifecycle),
         )
         metrics.queue_depth.set_function(lambda: batcher.queued_tiles)
         metrics.admission_limit.set(settings.max_queue)
@@ -124,9 +125,9 @@ class Runtime:
                 settings.model_store / CLASSICAL_QUALITY_FILE,
             ),
             gain_models=load_gain_models(settings.model_store / GAIN_FILE),
+            lifecycle=lifecycle,
         )
-        runtime.lifecycle.idle.set()
-        lifecycle = runtime.lifecycle
+        lifecycle.idle.set()
         metrics.ready.set_function(lambda: float(lifecycle.ready and not lifecycle.draining))
         batcher.start()
         return runtime
@@ -221,7 +222,9 @@ def _yield_to_inference() -> None:
         pass
 
 
-def _observe_batch(metrics: Metrics, stats: BatchStats) -> None:
+def _observe_batch(metrics: Metrics, lifecycle: Lifecycle, stats: BatchStats) -> None:
+    if not lifecycle.ready:
+        return  # warm-up and calibration batches are not traffic
     labels = {"method": stats.model.method, "scale": str(stats.model.scale)}
     metrics.inference_duration.labels(**labels).observe(stats.seconds)
     metrics.batch_size.labels(**labels).observe(stats.tiles)

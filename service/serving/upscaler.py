@@ -225,7 +225,8 @@ async def upscale_pixels(
         raise InvalidParameter(f"{method} is not offered at x{scale}")
     model_input = await runtime.in_codec_pool(split_for_model, pixels, mode, scale)
     result = await runtime.batcher.run(model, model_input.luma, deadline, abandoned=abandoned)
-    runtime.metrics.queue_wait.labels(method=method, scale=str(scale)).observe(result.queue_s)
+    if runtime.lifecycle.ready:  # calibration's requests are not traffic
+        runtime.metrics.queue_wait.labels(method=method, scale=str(scale)).observe(result.queue_s)
     out = await runtime.in_codec_pool(merge_from_model, model_input, result.plane)
     return Processed(out, result.queue_s, result.infer_s, model.ref)
 
