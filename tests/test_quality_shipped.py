@@ -16,6 +16,7 @@ from .helpers import DATA, SHIPPED_STORE
 # Issue #3's floors for espcn on Set5 (the paper's 91-image level, published reproductions).
 SET5_FLOOR_DB = {2: 36.5, 3: 32.55, 4: 30.2}
 LARGE_SCALES = sorted(c.scale for c in discover(SHIPPED_STORE) if c.arch == "espcn-large")
+ECBSR_SCALES = sorted(c.scale for c in discover(SHIPPED_STORE) if c.arch == "ecbsr")
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +24,8 @@ def set5_scores(client: TestClient) -> dict[tuple[str, int], float]:
     scores = {}
     for scale in (2, 3, 4):
         samples = benchmark_samples("Set5", scale, root=DATA)
-        methods = ["bicubic", "espcn", "deconv"] + (["espcn-large"] if scale in LARGE_SCALES else [])
+        methods = ["bicubic", "espcn", "deconv"] + (["espcn-large"] if scale in LARGE_SCALES else []) + (
+            ["ecbsr"] if scale in ECBSR_SCALES else [])
         for method in methods:
             scores[(method, scale)] = score_method(client, samples, method, scale).psnr_db
     return scores
@@ -63,7 +65,9 @@ def test_deconv_scores_like_espcn(set5_scores: dict[tuple[str, int], float], sca
 
 
 @pytest.mark.parametrize(
-    ("method", "scale"), [("espcn", 2), ("espcn", 3), ("espcn", 4)] + [("espcn-large", s) for s in LARGE_SCALES]
+    ("method", "scale"),
+    [("espcn", 2), ("espcn", 3), ("espcn", 4)] + [("espcn-large", s) for s in LARGE_SCALES]
+    + [("ecbsr", s) for s in ECBSR_SCALES],
 )
 def test_card_numbers_are_what_the_evaluation_prints(
     set5_scores: dict[tuple[str, int], float], method: str, scale: int
@@ -91,3 +95,18 @@ def test_the_espcn_cards_meet_the_floors(scale: int, set_name: str) -> None:
     # through the server; test_card_numbers_are_what_the_evaluation_prints ties them to it.
     (card,) = [c for c in discover(SHIPPED_STORE) if c.arch == "espcn" and c.scale == scale]
     assert card.raw["benchmarks"][set_name]["psnr_db"] >= FLOORS_DB[scale][set_name]
+
+
+# Issue #17's small tier: at least +0.15 dB over espcn on every set, at no more multiply-adds.
+@pytest.mark.parametrize("scale", ECBSR_SCALES)
+@pytest.mark.parametrize("set_name", ["Set5", "Set14", "BSD100"])
+def test_the_small_reparameterised_tier_beats_espcn_at_no_more_cost(scale: int, set_name: str) -> None:
+    (small,) = [c for c in discover(SHIPPED_STORE) if c.arch == "ecbsr" and c.scale == scale]
+    (espcn,) = [c for c in discover(SHIPPED_STORE) if c.arch == "espcn" and c.scale == scale]
+    assert small.raw["macs_per_lr_pixel"] <= espcn.raw["macs_per_lr_pixel"]
+    gain = small.raw["benchmarks"][set_name]["psnr_db"] - espcn.raw["benchmarks"][set_name]["psnr_db"]
+    assert gain >= 0.15, f"ecbsr x{scale} {set_name}: {gain:+.3f} dB over espcn"
+
+
+def test_the_small_tier_is_shipped_at_two_scales_at_least() -> None:
+    assert {2, 3} <= set(ECBSR_SCALES)
