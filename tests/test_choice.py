@@ -130,8 +130,9 @@ def test_choose_rejects_bad_bodies(calibrated: TestClient, body: dict[str, objec
 
 
 def test_choose_rejects_non_json(calibrated: TestClient) -> None:
+    # A body that is not JSON at all is a malformed request (400), not an invalid parameter (422).
     response = calibrated.post("/v1/methods/choose", content=b"{nope", headers={"Content-Type": "application/json"})
-    assert_problem(response, 422, "invalid_parameter")
+    assert_problem(response, 400, "invalid_body")
 
 
 def test_auto_upscales_with_the_chosen_method(calibrated: TestClient) -> None:
