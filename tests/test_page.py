@@ -320,3 +320,29 @@ def test_a_401_asks_for_the_key_and_the_key_is_sent(browser: Browser) -> None:
             assert not page.is_visible("#error")
             assert page.evaluate("sessionStorage.getItem('subpixel.apiKey')") == "k1"
             assert page.text_content("#info-method") == "espcn"
+
+
+@needs_browser
+def test_swagger_ui_uploads_a_file_and_shows_the_image(browser: Browser, server: LiveServer, tmp_path: Path) -> None:
+    """/docs works with no network (its files come from the app) and can try an upscale."""
+    page = browser.new_page(viewport={"width": 1280, "height": 1800})
+    page.set_default_timeout(WAIT_MS)
+    try:
+        page.goto(server.url + "/docs")
+        operation = "#operations-upscale-upscale"
+        page.click(f"{operation} .opblock-summary")
+        page.click(f"{operation} .try-out__btn")
+        content_type = page.locator(f"{operation} .body-param-content-type select")
+        assert "multipart/form-data" in content_type.evaluate("s => [...s.options].map(o => o.value)")
+        content_type.select_option("image/png")
+        source = tmp_path / "in.png"
+        source.write_bytes(image_bytes(size=(20, 14)))
+        page.set_input_files(f"{operation} input[type=file]", str(source))
+        page.click(f"{operation} .execute")
+        shown = page.wait_for_selector(f"{operation} .live-responses-table img", timeout=FIRST_UPSCALE_MS)
+        assert shown is not None
+        assert shown.evaluate("i => [i.naturalWidth, i.naturalHeight]") == [40, 28]  # x2, the default
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "docs.png"))
+    finally:
+        page.close()
