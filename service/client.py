@@ -138,12 +138,19 @@ def image_body(image: ImageSource) -> tuple[bytes, str]:
     return data, kind
 
 
-def _params(scale: int, method: str, **options: Any) -> dict[str, Any]:
+def _upscale_request(image: ImageSource, scale: int, method: str, **options: Any) -> dict[str, Any]:
+    """The keyword arguments of ``httpx`` ``request`` for an upscale (sync and async alike)."""
+    data, kind = image_body(image)
     params: dict[str, Any] = {"scale": scale, "method": method}
     for name, value in options.items():
         if value is not None:
             params[name] = str(value).lower() if isinstance(value, bool) else value
-    return params
+    return {"params": params, "content": data, "headers": {"Content-Type": kind}}
+
+
+def _choose_body(width: int, height: int, scale: int, constraints: dict[str, Any]) -> dict[str, Any]:
+    return {"width": width, "height": height, "scale": scale,
+            **{k: v for k, v in constraints.items() if v is not None}}
 
 
 def _upscaled(response: httpx.Response) -> Upscaled:
@@ -171,7 +178,12 @@ class RetryPolicy:
     default_wait_s: float = 1.0
     max_wait_s: float = 30.0
 
-    def wait_s(self, error: APIError) -> float:
+    def wait_or_raise(self, response: httpx.Response, attempt: int) -> float:
+        """Seconds to wait before retrying this failed ``attempt`` (1-based), or its typed error
+        when it must not be retried (not a 503, or the last attempt)."""
+        error = error_from(response)
+        if response.status_code != 503 or attempt >= self.attempts:
+            raise error
         return min(self.max_wait_s, error.retry_after_s or self.default_wait_s)
 
 
@@ -206,25 +218,20 @@ class Client(_Base):
             response = self._http.request(method, url, **kwargs)
             if response.is_success:
                 return response
-            error = error_from(response)
-            if response.status_code != 503 or attempt == self.retry.attempts:
-                raise error
-            time.sleep(self.retry.wait_s(error))
+            time.sleep(self.retry.wait_or_raise(response, attempt))
         raise AssertionError("unreachable")
 
     def upscale(self, image: ImageSource, scale: int = 2, method: str = "espcn", *, format: str | None = None,
                 quality: int | None = None, max_latency_ms: float | None = None, min_psnr_db: float | None = None,
                 objective: str | None = None, align_corners: bool | None = None) -> Upscaled:
-        data, kind = image_body(image)
-        params = _params(scale, method, format=format, quality=quality, max_latency_ms=max_latency_ms,
-                         min_psnr_db=min_psnr_db, objective=objective, align_corners=align_corners)
-        return _upscaled(self._send("POST", "/v1/upscale", params=params, content=data,
-                                    headers={"Content-Type": kind}))
+        request = _upscale_request(image, scale, method, format=format, quality=quality,
+                                   max_latency_ms=max_latency_ms, min_psnr_db=min_psnr_db,
+                                   objective=objective, align_corners=align_corners)
+        return _upscaled(self._send("POST", "/v1/upscale", **request))
 
     def choose(self, width: int, height: int, scale: int, **constraints: Any) -> dict[str, Any]:
         """``constraints``: max_latency_ms, min_psnr_db, objective, format."""
-        body = {"width": width, "height": height, "scale": scale,
-                **{k: v for k, v in constraints.items() if v is not None}}
+        body = _choose_body(width, height, scale, constraints)
         result: dict[str, Any] = self._send("POST", "/v1/methods/choose", json=body).json()
         return result
 
@@ -262,25 +269,20 @@ class AsyncClient(_Base):
             response = await self._http.request(method, url, **kwargs)
             if response.is_success:
                 return response
-            error = error_from(response)
-            if response.status_code != 503 or attempt == self.retry.attempts:
-                raise error
-            await asyncio.sleep(self.retry.wait_s(error))
+            await asyncio.sleep(self.retry.wait_or_raise(response, attempt))
         raise AssertionError("unreachable")
 
     async def upscale(self, image: ImageSource, scale: int = 2, method: str = "espcn", *,
                       format: str | None = None, quality: int | None = None, max_latency_ms: float | None = None,
                       min_psnr_db: float | None = None, objective: str | None = None,
                       align_corners: bool | None = None) -> Upscaled:
-        data, kind = image_body(image)
-        params = _params(scale, method, format=format, quality=quality, max_latency_ms=max_latency_ms,
-                         min_psnr_db=min_psnr_db, objective=objective, align_corners=align_corners)
-        return _upscaled(await self._send("POST", "/v1/upscale", params=params, content=data,
-                                          headers={"Content-Type": kind}))
+        request = _upscale_request(image, scale, method, format=format, quality=quality,
+                                   max_latency_ms=max_latency_ms, min_psnr_db=min_psnr_db,
+                                   objective=objective, align_corners=align_corners)
+        return _upscaled(await self._send("POST", "/v1/upscale", **request))
 
     async def choose(self, width: int, height: int, scale: int, **constraints: Any) -> dict[str, Any]:
-        body = {"width": width, "height": height, "scale": scale,
-                **{k: v for k, v in constraints.items() if v is not None}}
+        body = _choose_body(width, height, scale, constraints)
         result: dict[str, Any] = (await self._send("POST", "/v1/methods/choose", json=body)).json()
         return result
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
-from service.models.backends import OnnxRunner, choose_runner, torch_runner
+from service.models.backends import OnnxRunner, choose_runner
 from service.models.resident import ModelSet
 from service.serving.tiling import assemble
 
@@ -50,7 +50,7 @@ def test_auto_times_both_and_keeps_a_backend() -> None:
     assert info["backend"] == chosen
     x = torch.rand(1, 1, 20, 20)
     with torch.inference_mode():
-        assert torch.allclose(runner(x, None), torch_runner(model.module)(x, None), atol=1e-4)
+        assert torch.allclose(runner(x, None), model.module(x, None), atol=1e-4)
 
 
 def test_a_named_backend_is_used_and_cuda_is_refused_for_onnxruntime() -> None:

@@ -52,6 +52,21 @@ class Recorder:
             return model.module(canvas / 255.0, mask).clamp(0, 1) * 255.0
 
 
+POISON = 7.0  # requests are recognisable by value: a poisoned one is all 7s
+
+
+def poisoned(canvas: torch.Tensor) -> bool:
+    return bool((canvas == POISON).all(dim=(1, 2, 3)).any())
+
+
+def assert_only_the_poisoned_failed(values: list[float], results: list[object]) -> None:
+    for value, result in zip(values, results, strict=True):
+        if value == POISON:
+            assert isinstance(result, InferenceFailed)
+        else:
+            assert torch.allclose(result, torch.full((8, 8), value * 2))  # type: ignore[arg-type]
+
+
 def make_batcher(recorder: Recorder, **kwargs: object) -> Batcher:
     options: dict[str, object] = {"max_batch_tiles": 8, "tile_size": 8, "max_batch_delay_s": 0.005}
     options.update(kwargs)
@@ -144,19 +159,14 @@ def test_idle_device_dispatches_at_once() -> None:
 def test_a_failing_batch_fails_only_its_requests() -> None:
     async def main() -> None:
         rec = Recorder()
-        # Requests are recognisable by value: the poisoned one is all 7s.
-        rec.fail_when = lambda canvas: bool((canvas == 7).all(dim=(1, 2, 3)).any())
+        rec.fail_when = poisoned
         batcher = make_batcher(rec, max_batch_tiles=1)
         batcher.start()
         model = fake_model()
         values = [3.0, 3.0, 3.0, 7.0, 5.0]
         tasks = [start(batcher, model, torch.full((4, 4), v)) for v in values]
         results = await asyncio.gather(*tasks, return_exceptions=True)
-        for value, result in zip(values, results, strict=True):
-            if value == 7.0:
-                assert isinstance(result, InferenceFailed)
-            else:
-                assert torch.allclose(result, torch.full((8, 8), value * 2))  # type: ignore[arg-type]
+        assert_only_the_poisoned_failed(values, results)
         # The batcher keeps running after the failure.
         again = await batcher.run(model, torch.full((2, 2), 1.0), within(10))
         assert torch.allclose(again.plane, torch.full((4, 4), 2.0))
@@ -333,7 +343,7 @@ def test_a_poisoned_tile_fails_only_its_own_request_even_inside_a_shared_batch()
     async def main() -> None:
         rec = Recorder()
         rec.gate.clear()  # pile everything up so the poisoned tile shares batches with others
-        rec.fail_when = lambda canvas: bool((canvas == 7).all(dim=(1, 2, 3)).any())
+        rec.fail_when = poisoned
         batcher = make_batcher(rec, max_batch_tiles=8)
         batcher.start()
         model = fake_model()
@@ -345,11 +355,7 @@ def test_a_poisoned_tile_fails_only_its_own_request_even_inside_a_shared_batch()
         rec.gate.set()
         await blocker
         results = await asyncio.gather(*tasks, return_exceptions=True)
-        for value, result in zip(values, results, strict=True):
-            if value == 7.0:
-                assert isinstance(result, InferenceFailed)
-            else:
-                assert torch.allclose(result, torch.full((8, 8), value * 2))  # type: ignore[arg-type]
+        assert_only_the_poisoned_failed(values, results)
         assert max(rec.batches) == 6  # they did share a batch, which was split to find the bad tile
         await batcher.stop()
 

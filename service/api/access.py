@@ -38,30 +38,31 @@ def record_refusal(
         metrics.rejected.labels(reason=error.code).inc()
     record.update(status=error.status, code=error.code, detail=error.detail)
     if started is not None:
-        # Every outcome is timed: a p99 that saw only successes would hide the 504s.
-        duration = time.monotonic() - started
-        if labels is not INVALID_LABELS:
-            metrics.request_duration.labels(**labels, status_class=status_class(error.status)).observe(duration)
-        record["total_ms"] = ms(duration)
+        record["total_ms"] = ms(_observe_duration(metrics, labels, error.status, started))
     access_log.info("upscale %s", error.status, extra=record)
 
 
 def record_fault(metrics: Metrics, labels: dict[str, str], record: dict[str, object], started: float) -> None:
     """Count and log a fault of ours; the problem handler answers it as problem+json."""
     metrics.requests.labels(**labels, status="500").inc()
-    duration = time.monotonic() - started
-    if labels is not INVALID_LABELS:
-        metrics.request_duration.labels(**labels, status_class="5xx").observe(duration)
-    record.update(status=500, code="internal_error", total_ms=ms(duration))
+    record.update(status=500, code="internal_error", total_ms=ms(_observe_duration(metrics, labels, 500, started)))
     access_log.error("upscale 500", extra=record)
 
 
 def record_success(
     metrics: Metrics, labels: dict[str, str], record: dict[str, object], started: float, output_pixels: int
 ) -> None:
-    duration = time.monotonic() - started
     metrics.requests.labels(**labels, status="200").inc()
-    metrics.request_duration.labels(**labels, status_class="2xx").observe(duration)
+    duration = _observe_duration(metrics, labels, 200, started)
     metrics.output_pixels.labels(**labels).inc(output_pixels)
     record.update(status=200, total_ms=ms(duration))
     access_log.info("upscale 200", extra=record)
+
+
+def _observe_duration(metrics: Metrics, labels: dict[str, str], status: int, started: float) -> float:
+    """Time every outcome (a p99 that saw only successes would hide the 504s); requests whose
+    method and scale were not valid have no histogram series."""
+    duration = time.monotonic() - started
+    if labels is not INVALID_LABELS:
+        metrics.request_duration.labels(**labels, status_class=status_class(status)).observe(duration)
+    return duration

@@ -127,9 +127,9 @@ async def upscale(
     # Enums and bounds are documented here and checked by upscaler.validate, whose messages
     # say what came and what was expected ("scale must be one of 2, 3, 4 for espcn, got 5").
     scale: int = Query(2, description="upscaling factor", json_schema_extra={"enum": list(SCALES)}),
+    # Its enum is what the loaded store offers, written into the schema by api.openapi.
     method: str = Query(
-        "espcn", description="the method (GET /v1/methods lists them); auto chooses per image",
-        json_schema_extra={"enum": ["nearest", "bilinear", "bicubic", "espcn", "deconv", "espcn-large", "auto"]},
+        "espcn", description="the method (GET /v1/methods lists them); auto chooses per image"
     ),
     format: str | None = Query(
         None, description="output format; default from Accept (q-values), else the input's",

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import copy
 import io
-import logging
 import statistics
 import time
 import warnings
@@ -27,10 +26,8 @@ from typing import Any
 import torch
 from torch import nn
 
-log = logging.getLogger(__name__)
-
+# What runs a batch: the module itself (torch eager) or an OnnxRunner, called alike.
 Runner = Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]
-BACKENDS = ("torch", "onnxruntime")
 
 
 class _WithMask(nn.Module):
@@ -64,8 +61,6 @@ def export_onnx(module: nn.Module) -> bytes:
 class OnnxRunner:
     """An ONNX Runtime session behaving like the module's ``forward`` (CPU, float32)."""
 
-    name = "onnxruntime"
-
     def __init__(self, module: nn.Module, threads: int) -> None:
         import onnxruntime as ort
 
@@ -84,15 +79,6 @@ class OnnxRunner:
         ones = mask if mask is not None else torch.ones_like(x)
         (y,) = self.session.run(None, {"x": x.contiguous().numpy(), "mask": ones.contiguous().numpy()})
         return torch.from_numpy(y)
-
-
-def torch_runner(module: nn.Module) -> Runner:
-    def run(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        out: torch.Tensor = module(x, mask)
-        return out
-
-    run.name = "torch"  # type: ignore[attr-defined]
-    return run
 
 
 def _median_ms(runner: Runner, x: torch.Tensor, repeats: int = 3) -> float:
@@ -114,12 +100,12 @@ def choose_runner(
     if setting == "torch" or device.type != "cpu":
         if setting == "onnxruntime":
             raise RuntimeError(f"SR_BACKEND=onnxruntime runs on the CPU only, not on {device}")
-        return torch_runner(module), {"backend": "torch"}
+        return module, {"backend": "torch"}
     onnx = OnnxRunner(module, threads)
     if setting == "onnxruntime":
         return onnx, {"backend": "onnxruntime"}
     canvas = torch.rand(batch, 1, side, side)
-    timings = {"torch": _median_ms(torch_runner(module), canvas), "onnxruntime": _median_ms(onnx, canvas)}
+    timings = {"torch": _median_ms(module, canvas), "onnxruntime": _median_ms(onnx, canvas)}
     best = min(timings, key=timings.__getitem__)
-    runner: Runner = onnx if best == "onnxruntime" else torch_runner(module)
+    runner: Runner = onnx if best == "onnxruntime" else module
     return runner, {"backend": best, "timed_ms": {k: round(v, 2) for k, v in timings.items()}}

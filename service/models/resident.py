@@ -27,7 +27,7 @@ class ResidentModel:
     module: nn.Module
     device: torch.device
     dtype: torch.dtype
-    runner: Runner | None = None  # the backend that runs batches; None: the module itself
+    runner: Runner | None = None  # the backend that runs batches (models.backends); None: the module
     backend: dict[str, object] = field(default_factory=lambda: {"backend": "torch"})
 
     def run(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:

@@ -31,6 +31,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm import tqdm
 
 from service.config import SCALES, Settings
 from service.imaging.borders import upscale_plane
@@ -286,7 +287,6 @@ def plot_curves(
 
 def main(argv: list[str] | None = None) -> None:
     require_train_extra("python -m service.train")
-    from tqdm import tqdm
 
     args = parse_args(argv)
     args.model_store = args.model_store or Settings().model_store
