@@ -138,6 +138,7 @@ def _timing(header: str) -> dict[str, float]:
 async def load(url: str, bodies: list[tuple[bytes, int]], concurrency: int, seconds: float,
                scale: int) -> dict[str, Any]:
     latencies: list[float] = []
+    sizes: list[int] = []
     stages: list[dict[str, float]] = []
     pixels = 0
     errors = 0
@@ -157,6 +158,7 @@ async def load(url: str, bodies: list[tuple[bytes, int]], concurrency: int, seco
                     errors += 1
                     continue
                 latencies.append(time.monotonic() - t)
+                sizes.append(len(r.content))
                 stages.append(_timing(r.headers.get("server-timing", "")))
                 pixels += side * side * scale * scale
 
@@ -165,6 +167,7 @@ async def load(url: str, bodies: list[tuple[bytes, int]], concurrency: int, seco
         wall = time.monotonic() - started
     result: dict[str, Any] = summarise(latencies, wall, pixels)
     result["errors"] = errors
+    result["response_kb_median"] = statistics.median(sizes) / 1024 if sizes else float("nan")
     result["stages_ms_median"] = {
         k: statistics.median(s[k] for s in stages if k in s) for k in STAGES if any(k in s for s in stages)
     } if stages else {}
@@ -202,6 +205,8 @@ CONFIGS = {
     "torch": {"SR_BACKEND": "torch"},
     "onnxruntime": {"SR_BACKEND": "onnxruntime"},
     "torch-nobatch": {"SR_BACKEND": "torch", "SR_MAX_BATCH_SIZE": "1"},
+    # The PNG encoder's share: every PNG through Pillow at SR_PNG_COMPRESS_LEVEL instead of fpng.
+    "torch-pillowpng": {"SR_BACKEND": "torch", "SR_PNG_ENCODER": "pillow"},
 }
 REFERENCE = REPO_ROOT.parent / "shared" / "tools" / "ref_pipeline.py"
 STAGES = ("decode", "queue", "infer", "post", "encode", "total")
@@ -297,13 +302,15 @@ def main(argv: list[str] | None = None) -> None:
                 print(f"| {label} | {size} | {c} | {r['rps']:.1f} | {r.get('vs_reference', float('nan')):.2f} | "
                       f"{r['p50_ms']:.0f} | {r['p99_ms']:.0f} | {r.get('p50_vs_reference_single', float('nan')):.2f} |")
     print("\nmedian ms per image by stage (Server-Timing; post = colour split + merge)")
-    print("| config | size | c | " + " | ".join(STAGES) + " |")
-    print("|---|---|---|" + "---|" * len(STAGES))
+    print("| config | size | c | " + " | ".join(STAGES) + " | answer KB |")
+    print("|---|---|---|" + "---|" * (len(STAGES) + 1))
     for label in args.configs:
         for size in args.sizes:
             for c in args.concurrency:
-                st = results["service"][label][str(size)][str(c)]["stages_ms_median"]
-                print(f"| {label} | {size} | {c} | " + " | ".join(f"{st.get(k, float('nan')):.1f}" for k in STAGES) + " |")
+                r = results["service"][label][str(size)][str(c)]
+                st = r["stages_ms_median"]
+                print(f"| {label} | {size} | {c} | " + " | ".join(f"{st.get(k, float('nan')):.1f}" for k in STAGES)
+                      + f" | {r['response_kb_median']:.0f} |")
     print("\nms per output megapixel, calibrated by each server at start-up (processing + PNG encode)")
     for label, costs in results["ms_per_megapixel"].items():
         for method, per_scale in sorted(costs.items()):
