@@ -61,10 +61,14 @@ def test_concurrent_mixed_sizes_return_the_sequential_pixels(client: TestClient)
     sequential = [post(client, b, scale=3, method="espcn").content for b in bodies]
     with ThreadPoolExecutor(8) as pool:
         concurrent = list(pool.map(lambda b: post(client, b, scale=3, method="espcn").content, bodies))
+    differing, values = 0, 0
     for a, b, size in zip(sequential, concurrent, sizes, strict=True):
         pa, pb = np.asarray(decode(a)).astype(int), np.asarray(decode(b)).astype(int)
         assert pa.shape[:2] == (size[1] * 3, size[0] * 3)
-        assert np.abs(pa - pb).max() <= 1 and (pa != pb).mean() < 1e-3
+        assert np.abs(pa - pb).max() <= 1  # rounding of equal sums, never more
+        differing, values = differing + int((pa != pb).sum()), values + pa.size
+    # Counted over all the images: on the 7x5 one (945 values) a single flip is already 0.106 %.
+    assert differing / values < 1e-3
 
 
 def test_full_queue_answers_503_at_once(gate: Gate, make_client: Callable[..., TestClient]) -> None:
