@@ -1,0 +1,100 @@
+"""The colour handling around a resampler or a network works in strips of rows, and the strips
+give the answer the whole image would have given."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from service.imaging import planes
+from service.imaging.colour import rgb_to_ycbcr, ycbcr_to_rgb
+from service.imaging.resamplers import interpolate
+
+SHAPES = [(37, 29, "RGB"), (64, 50, "RGBA"), (33, 41, "L"), (21, 70, "LA"), (1, 9, "RGB"), (200, 3, "RGBA")]
+CHANNELS = {"RGB": 3, "RGBA": 4, "L": 1, "LA": 2}
+
+
+def random_pixels(height: int, width: int, mode: str, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (height, width, CHANNELS[mode]), dtype=np.uint8)
+
+
+def whole_image(pixels: np.ndarray, scale: int, method: str) -> np.ndarray:
+    """The resampler on the whole image at once: what the strips must reproduce."""
+    planes_ = torch.from_numpy(pixels).permute(2, 0, 1)[None].float()
+    up = interpolate(planes_, scale, method)[0].round().clamp(0, 255).to(torch.uint8)
+    return up.permute(1, 2, 0).numpy()
+
+
+@pytest.fixture
+def small_strips(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A few hundred output pixels per strip, so every test image is cut into many.
+    monkeypatch.setattr(planes, "STRIP_OUTPUT_PIXELS", 300)
+
+
+def test_strips_cover_every_row_once() -> None:
+    for height in (1, 7, 100, 4096):
+        ranges = planes.strips(height, 4096, 2)
+        assert ranges[0][0] == 0 and ranges[-1][1] == height
+        assert all(a[1] == b[0] and a[0] < a[1] for a, b in zip(ranges, ranges[1:], strict=False))
+
+
+@pytest.mark.parametrize("method", ["nearest", "bilinear", "bicubic"])
+@pytest.mark.parametrize("scale", [2, 3, 4])
+@pytest.mark.usefixtures("small_strips")
+def test_classical_strips_equal_the_whole_image(method: str, scale: int) -> None:
+    for height, width, mode in SHAPES:
+        pixels = random_pixels(height, width, mode)
+        expected, got = whole_image(pixels, scale, method), planes.classical_upscale(pixels, scale, method)
+        assert got.shape == expected.shape
+        diff = np.abs(got.astype(int) - expected)
+        if scale in (2, 4):  # source coordinates are exact in binary: bit for bit
+            assert diff.max() == 0, (height, width, mode)
+        else:  # 1/3 is not: a value on a rounding boundary may move by one level
+            assert diff.max() <= 1 and (diff > 0).mean() < 0.002, (height, width, mode)
+
+
+@pytest.mark.usefixtures("small_strips")
+def test_aligned_corners_match_the_whole_image() -> None:
+    pixels = random_pixels(37, 29, "RGB")
+    planes_ = torch.from_numpy(pixels).permute(2, 0, 1)[None].float()
+    expected = interpolate(planes_, 3, "bicubic", align_corners=True)[0].round().clamp(0, 255)
+    got = planes.classical_upscale(pixels, 3, "bicubic", align_corners=True)
+    assert np.array_equal(got, expected.to(torch.uint8).permute(1, 2, 0).numpy())
+
+
+@pytest.mark.parametrize("scale", [2, 3, 4])
+@pytest.mark.usefixtures("small_strips")
+def test_merge_is_y_from_the_network_and_bicubic_chroma(scale: int) -> None:
+    """Colour: the network's Y, bicubic Cb/Cr (and alpha) of the input, back to RGB."""
+    for height, width, mode in SHAPES:
+        pixels = random_pixels(height, width, mode, seed=scale)
+        model_input = planes.split_for_model(pixels, mode, scale)
+        luma_hr = torch.rand(height * scale, width * scale) * 255
+        got = planes.merge_from_model(model_input, luma_hr).astype(int)
+        assert got.shape == (height * scale, width * scale, CHANNELS[mode])
+        up = interpolate(torch.from_numpy(pixels).permute(2, 0, 1)[None].float(), scale, "bicubic")
+        if mode in ("RGB", "RGBA"):
+            chroma = rgb_to_ycbcr(up[:, :3])[:, 1:]
+            expected_rgb = ycbcr_to_rgb(torch.cat([luma_hr[None, None], chroma], 1))[0]
+            expected_rgb = expected_rgb.round().clamp(0, 255).permute(1, 2, 0).numpy()
+            # Bicubic is linear, so chroma of the upscaled RGB is the upscaled chroma, up to
+            # float rounding and the clamping of RGB at 0 and 255.
+            assert np.abs(got[..., :3] - expected_rgb).max() <= 1
+        else:
+            grey = ((luma_hr - 16) * 255 / 219).round().clamp(0, 255).numpy()
+            assert np.array_equal(got[..., 0], grey)
+        if mode in ("RGBA", "LA"):
+            alpha = up[0, -1].round().clamp(0, 255).numpy()
+            assert np.abs(got[..., -1] - alpha).max() <= (0 if scale != 3 else 1)
+
+
+def test_the_network_sees_studio_swing_y() -> None:
+    pixels = random_pixels(20, 30, "RGB")
+    luma, rest = planes.luma_and_rest(pixels, "RGB")
+    ycbcr = rgb_to_ycbcr(torch.from_numpy(pixels).permute(2, 0, 1)[None].float())
+    assert torch.allclose(luma, ycbcr[0, 0]) and torch.allclose(rest, ycbcr[:, 1:])
+    grey = random_pixels(20, 30, "L")
+    luma, rest = planes.luma_and_rest(grey, "L")
+    assert torch.allclose(luma, torch.from_numpy(grey[..., 0]).float() * 219 / 255 + 16)
+    assert rest.shape == (1, 0, 20, 30)
