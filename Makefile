@@ -6,6 +6,12 @@ BIN := $(VENV)/bin
 # and `SR_PORT=9000 make serve` both work.
 HOST ?=
 PORT ?=
+# Where torch comes from: the Dockerfile's knob, but defaulting to the CPU wheel index (small
+# CPU build). Empty (`make serve TORCH_INDEX_URL=`): pip's configured index alone decides, and
+# from plain PyPI on Linux x86_64 that is the multi-GB CUDA build. `.../whl/cu126` for CUDA.
+# Where the CPU index cannot be reached but pip's config finds torch on local disk
+# (find-links), pip warns and retries for ~10 s, then installs the local wheel.
+TORCH_INDEX_URL ?= https://download.pytorch.org/whl/cpu
 
 .PHONY: install install-test system-test-deps serve test lint bench evaluate clean
 
@@ -13,9 +19,12 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
-# The stamp files make a second `make serve` start at once instead of re-running pip.
+# The stamp files make a second `make serve` start at once instead of re-running pip (so a new
+# TORCH_INDEX_URL needs `make clean` first). torch --no-deps: only torch from TORCH_INDEX_URL;
+# its dependencies come from pip's configured index with the project's in the next line (pip
+# installs what an already installed torch requires). 2.13.0: pyproject.toml's pin.
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet --no-deps $(if $(TORCH_INDEX_URL),--index-url $(TORCH_INDEX_URL)) torch==2.13.0
 	$(BIN)/pip install --quiet -e .
 	touch $@
 
