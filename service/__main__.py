@@ -11,6 +11,7 @@ from types import FrameType
 import uvicorn
 from fastapi import FastAPI
 
+from service.api.connection import protocol_class
 from service.app import create_app
 from service.config import Settings
 from service.logs import configure_logging
@@ -50,6 +51,22 @@ class DrainingServer(uvicorn.Server):
         self.should_exit = True
 
 
+def uvicorn_config(app: FastAPI, settings: Settings, **overrides: object) -> uvicorn.Config:
+    """How this server runs uvicorn (tests' in-process servers too)."""
+    options: dict[str, object] = dict(
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level.lower(),
+        log_config=None,  # keep our JSON handler
+        access_log=False,  # one structured line per request comes from the handler
+        timeout_graceful_shutdown=int(settings.request_timeout_s) + 5,
+        # Header deadline, connection cap and problem+json for malformed HTTP (api.connection).
+        http=protocol_class(header_timeout_s=settings.header_timeout_s, max_connections=settings.max_connections),
+    )
+    # One process per device: the models and the batch queue live in this process.
+    return uvicorn.Config(app, **{**options, **overrides})  # type: ignore[arg-type]
+
+
 def main(argv: list[str] | None = None) -> None:
     settings = Settings()
     parser = argparse.ArgumentParser(prog="python -m service", description=__doc__)
@@ -59,16 +76,7 @@ def main(argv: list[str] | None = None) -> None:
     settings = settings.model_copy(update={"host": args.host, "port": args.port})
     configure_logging(settings.log_level)
     app = create_app(settings)
-    # One process per device: the models and the batch queue live in this process.
-    config = uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level.lower(),
-        log_config=None,  # keep our JSON handler
-        access_log=False,  # one structured line per request comes from the handler
-        timeout_graceful_shutdown=int(settings.request_timeout_s) + 5,
-    )
+    config = uvicorn_config(app, settings)
     DrainingServer(config, app, settings).run()
 
 

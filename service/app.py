@@ -53,10 +53,12 @@ def create_app(settings: Settings | None = None, *, run_batch: RunBatch = run_ne
         lifespan=lifespan,
         docs_url=None,  # install_docs serves it offline
         redoc_url=None,
+        openapi_url="/openapi.json" if settings.docs else None,
     )
     install_problem_handlers(app)
-    install_openapi(app, api_keys_configured=bool(settings.api_keys))
-    install_docs(app)
+    if settings.docs:
+        install_openapi(app, api_keys_configured=bool(settings.api_keys))
+        install_docs(app)
     app.add_middleware(RequestIdMiddleware)
     app.add_middleware(HeadAsGetMiddleware)
     # The upload streams under its own limit (SR_MAX_UPLOAD_BYTES); every JSON body under this one.

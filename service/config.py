@@ -45,7 +45,18 @@ class Settings(BaseSettings):
     tile_size: int = Field(128, ge=16, description="LR side of a tile's centre, in pixels")
     max_batch_delay_ms: float = Field(2.0, ge=0)
     max_queue: int = Field(64, ge=1, description="requests waiting for the model")
-    request_timeout_s: float = Field(30.0, gt=0)
+    request_timeout_s: float = Field(30.0, gt=0, description="from admission (the body has arrived) to the answer")
+    memory_budget_bytes: int = Field(
+        0, ge=0,
+        description="memory admitted requests may hold at once (estimated peaks); 0: three quarters "
+        "of the container's limit (or of RAM) beyond what the loaded server holds",
+    )
+    upload_timeout_s: float = Field(20.0, gt=0, description="for the body to arrive; 408 after it")
+    header_timeout_s: float = Field(10.0, gt=0, description="for a connection's request headers")
+    max_connections: int = Field(512, ge=1, description="open connections and requests; 503 beyond")
+    watchdog_s: float = Field(
+        60.0, gt=0, description="a batch running longer than this marks the device hung: /readyz 503"
+    )
     drain_delay_s: float = Field(0.0, ge=0, description="stay up, not ready, after draining")
 
     # Input limits.
@@ -55,6 +66,11 @@ class Settings(BaseSettings):
     max_output_pixels: int = Field(8192 * 8192, ge=1)
 
     api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    docs: bool = Field(
+        True,
+        description="serve /openapi.json and /docs. They stay open when SR_API_KEYS is set: they hold "
+        "no data, and generated clients and Swagger need the schema before they have a key",
+    )
 
     # Encoding.
     png_encoder: Literal["fpng", "pillow"] = Field(

@@ -14,6 +14,9 @@ class ServiceError(Exception):
     status: int = 500
     code: str = "internal_error"
     title: str = "Internal server error"
+    # The ``sr_rejected_requests_total`` label when it says more than the code (a 503 for memory
+    # and a 503 for the request count are both ``overloaded`` to the client).
+    reason: str | None = None
 
     def __init__(self, detail: str, *, headers: dict[str, str] | None = None) -> None:
         super().__init__(detail)
@@ -58,6 +61,10 @@ class MethodNotAllowed(ServiceError):
 
 class PayloadTooLarge(ServiceError):
     status, code, title = 413, "payload_too_large", "The upload is too large"
+
+
+class RequestTimeout(ServiceError):
+    status, code, title = 408, "request_timeout", "The upload did not arrive in time"
 
 
 class ImageTooLarge(ServiceError):

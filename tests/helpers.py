@@ -14,6 +14,7 @@ import uvicorn
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from service.__main__ import uvicorn_config
 from service.app import create_app
 from service.config import Settings
 from service.imaging.synthetic import pattern
@@ -86,7 +87,8 @@ class LiveServer:
         self.sock.bind(("127.0.0.1", 0))
         self.port = int(self.sock.getsockname()[1])
         self.url = f"http://127.0.0.1:{self.port}"
-        self.server = uvicorn.Server(uvicorn.Config(self.app, log_level="warning"))
+        # The server's own uvicorn options (header deadline, connection cap), on our socket.
+        self.server = uvicorn.Server(uvicorn_config(self.app, settings, log_level="warning"))
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
 
     def __enter__(self) -> LiveServer:

@@ -198,19 +198,22 @@ def test_a_model_fault_is_a_500_problem_and_counted(make_client: Callable[..., T
     assert 'sr_requests_total{method="espcn",scale="2",status="500"} 1.0' in metrics
 
 
-def test_a_trickled_body_runs_into_the_deadline() -> None:
+def test_a_trickled_body_gets_408_and_never_holds_an_admission_slot() -> None:
     settings = Settings(model_store=SHIPPED_STORE, device="cpu", warmup=False, calibrate=False,
-                        request_timeout_s=0.5)
+                        upload_timeout_s=0.5, max_queue=1)
     with LiveServer(settings) as live:
         raw = socket.create_connection(("127.0.0.1", live.port))
         raw.sendall(b"POST /v1/upscale HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
                     b"Content-Length: 5000\r\n\r\n" + image_bytes()[:100])  # and then nothing
         raw.settimeout(10)
         started = time.monotonic()
+        # While it trickles, the one admission slot is free for a request whose body is here.
+        with httpx.Client(base_url=live.url, timeout=10) as client:
+            assert post(client, image_bytes(), scale=2).status_code == 200
         answer = _read_response(raw)
         raw.close()
         assert time.monotonic() - started < 5
-        assert answer.startswith("HTTP/1.1 504") and "deadline_exceeded" in answer
+        assert answer.startswith("HTTP/1.1 408") and "request_timeout" in answer
         assert live.app.state.runtime.lifecycle.inflight == 0
 
 

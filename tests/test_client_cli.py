@@ -5,16 +5,17 @@ from __future__ import annotations
 import asyncio
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+import torch
 from PIL import Image
 
 from service.client import (
@@ -26,9 +27,11 @@ from service.client import (
     Unauthorized,
     Unavailable,
 )
+from service.config import Settings
 from service.imaging.synthetic import pattern
+from service.models.inference import run_network
 
-from .helpers import ServerProcess, decode, image_bytes, wait_until
+from .helpers import SHIPPED_STORE, LiveServer, ServerProcess, decode, image_bytes, wait_until
 
 SUBPIXEL = str(Path(sys.executable).parent / "subpixel")
 
@@ -91,27 +94,28 @@ def test_an_api_key_is_sent(tmp_path: Path) -> None:
             assert sr.upscale(image_bytes(), method="bicubic").scale == 2
 
 
-def _hold_the_only_slot(url: str) -> socket.socket:
-    """A client that sent its headers and half its body: it holds an admission slot."""
-    host, port = url.removeprefix("http://").split(":")
-    raw = socket.create_connection((host, int(port)))
-    raw.sendall(b"POST /v1/upscale?method=bicubic HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
-                b"Content-Length: 1000\r\n\r\n" + b"\x89PNG")
-    return raw
+def test_the_client_retries_503_until_the_server_has_room() -> None:
+    gate = threading.Event()
 
+    def held(model: Any, batch: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        gate.wait(30)  # the one admitted request holds the only slot until the gate opens
+        return run_network(model, batch, mask)
 
-def test_the_client_retries_503_until_the_server_has_room(tmp_path: Path) -> None:
-    with ServerProcess(tmp_path / "log", SR_MAX_QUEUE="1") as full:
-        holder = _hold_the_only_slot(full.url)
+    settings = Settings(model_store=SHIPPED_STORE, device="cpu", warmup=False, calibrate=False, max_queue=1)
+    with LiveServer(settings, run_batch=held) as full:
+        holder = threading.Thread(target=httpx.post, args=(full.url + "/v1/upscale",),
+                                  kwargs={"content": image_bytes(), "timeout": 30})
+        holder.start()
         wait_until(lambda: "sr_inflight_requests 1.0" in httpx.get(full.url + "/metrics").text)
         with Client(full.url, retry=RetryPolicy(attempts=1)) as impatient, pytest.raises(Unavailable) as refused:
             impatient.upscale(image_bytes(), method="bicubic")
         assert refused.value.code == "overloaded" and refused.value.retry_after_s is not None
-        threading.Timer(1.5, holder.close).start()  # the slot frees while the client waits
+        threading.Timer(1.5, gate.set).start()  # the slot frees while the client waits
         started = time.monotonic()
         with Client(full.url, retry=RetryPolicy(attempts=10, max_wait_s=0.5)) as patient:
             assert patient.upscale(image_bytes(), method="bicubic").scale == 2
         assert time.monotonic() - started >= 1.0  # it waited, retried, then got through
+        holder.join()
         metrics = httpx.get(full.url + "/metrics").text
         refusals = float(re.search(r'sr_rejected_requests_total\{reason="overloaded"\} (\S+)', metrics)[1])
         assert refusals >= 2  # the impatient client's one, and at least one the patient one retried

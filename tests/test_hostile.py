@@ -6,6 +6,7 @@ import socket
 import time
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 
 from service.config import Settings
@@ -86,3 +87,86 @@ def test_every_outcome_is_timed_and_start_up_is_not_traffic(make_client: Any) ->
     metrics = client.get("/metrics").text
     assert 'sr_request_duration_seconds_count{method="espcn",scale="2",status_class="5xx"} 1.0' in metrics
     assert 'sr_request_duration_seconds_count{method="bicubic",scale="2",status_class="2xx"} 1.0' in metrics
+
+
+def _answer(raw: socket.socket, timeout_s: float = 10) -> bytes:
+    """Everything the server sends until it closes the connection."""
+    raw.settimeout(timeout_s)
+    data = b""
+    while chunk := raw.recv(65536):
+        data += chunk
+    return data
+
+
+def _problem_of(answer: bytes) -> tuple[int, dict[str, Any]]:
+    import json
+
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert b"content-type: application/problem+json" in head.lower(), head
+    return int(head.split(b" ")[1]), json.loads(body)
+
+
+def test_slowloris_headers_and_bodies_are_cut_off_and_good_requests_go_on() -> None:
+    """Forty connections that never finish their headers, or their body, are answered 408 and
+    closed after their deadline; meanwhile a good request is served at once."""
+    import httpx
+
+    settings = Settings(model_store=SHIPPED_STORE, device="cpu", warmup=False, calibrate=False,
+                        header_timeout_s=0.5, upload_timeout_s=0.8, max_queue=4)
+    with LiveServer(settings) as live:
+        started = time.monotonic()
+        slow = []
+        for i in range(40):
+            raw = socket.create_connection(("127.0.0.1", live.port))
+            if i % 2:  # headers begun, never finished
+                raw.sendall(b"POST /v1/upscale HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+            else:  # headers done, the body trickles and stops
+                raw.sendall(b"POST /v1/upscale HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+                            b"Content-Length: 9000\r\n\r\n" + image_bytes()[:50])
+            slow.append(raw)
+        silent = socket.create_connection(("127.0.0.1", live.port))  # says nothing at all
+        with httpx.Client(base_url=live.url, timeout=10) as client:
+            good = client.post("/v1/upscale", content=image_bytes(), headers={"Content-Type": "image/png"})
+            assert good.status_code == 200
+        codes = []
+        for raw in [*slow, silent]:
+            status, problem = _problem_of(_answer(raw))
+            codes.append((status, problem["code"]))
+            raw.close()
+        assert time.monotonic() - started < 8
+        assert set(codes) == {(408, "request_timeout")}
+        assert live.app.state.runtime.lifecycle.inflight == 0
+
+
+def test_connections_past_the_cap_get_503_problem_json() -> None:
+    settings = Settings(model_store=SHIPPED_STORE, device="cpu", warmup=False, calibrate=False,
+                        max_connections=3, header_timeout_s=5)
+    with LiveServer(settings) as live:
+        idle = [socket.create_connection(("127.0.0.1", live.port)) for _ in range(3)]
+        time.sleep(0.2)
+        extra = socket.create_connection(("127.0.0.1", live.port))
+        status, problem = _problem_of(_answer(extra))
+        assert (status, problem["code"]) == (503, "overloaded")
+        for raw in [*idle, extra]:
+            raw.close()
+        time.sleep(0.2)  # the closed ones leave room again
+        again = socket.create_connection(("127.0.0.1", live.port))
+        again.sendall(b"GET /livez HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert _answer(again).startswith(b"HTTP/1.1 200")
+        again.close()
+
+
+@pytest.mark.parametrize("request_bytes", [
+    b"GARBAGE\r\n\r\n",
+    b"POST /v1/upscale HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n",
+    b"GET / HTTP/1.1\r\nBad Header Without Colon\r\n\r\n",
+    b"POST /v1/upscale HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nZZ\r\n",
+])
+def test_malformed_http_is_a_400_problem_not_text(request_bytes: bytes) -> None:
+    settings = Settings(model_store=SHIPPED_STORE, device="cpu", warmup=False, calibrate=False)
+    with LiveServer(settings) as live:
+        raw = socket.create_connection(("127.0.0.1", live.port))
+        raw.sendall(request_bytes)
+        status, problem = _problem_of(_answer(raw))
+        raw.close()
+        assert (status, problem["code"]) == (400, "invalid_body") and problem["detail"]

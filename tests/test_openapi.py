@@ -20,7 +20,7 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from service.config import Settings
 
-from .helpers import REPO_ROOT, SHIPPED_STORE, LiveServer, decode, image_bytes
+from .helpers import REPO_ROOT, SHIPPED_STORE, LiveServer, assert_problem, decode, image_bytes
 
 PROBLEM = {"$ref": "#/components/schemas/Problem"}
 
@@ -70,6 +70,16 @@ def test_the_bearer_scheme_covers_v1_when_keys_are_configured(make_client: Any) 
     for path, operations in keyed["paths"].items():
         for operation in operations.values():
             assert (operation.get("security") == [{"bearer": []}]) == path.startswith("/v1/")
+
+
+def test_with_keys_the_schema_stays_open_and_sr_docs_false_turns_it_off(make_client: Any) -> None:
+    keyed = make_client(api_keys="k1")
+    # Documented choice: the schema and the docs hold no data, and clients need them first.
+    assert keyed.get("/openapi.json").status_code == 200 and keyed.get("/docs").status_code == 200
+    assert keyed.get("/v1/methods").status_code == 401
+    closed = make_client(api_keys="k1", docs=False)
+    for path in ("/openapi.json", "/docs"):
+        assert_problem(closed.get(path), 404, "not_found")
 
 
 def test_docs_work_offline(client: TestClient) -> None:

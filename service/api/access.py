@@ -34,8 +34,9 @@ def record_refusal(
 ) -> None:
     """Count and access-log a refused request (a 4xx, 499, 503 or 504 problem)."""
     metrics.requests.labels(**labels, status=str(error.status)).inc()
-    if error.code in REJECTION_REASONS:
-        metrics.rejected.labels(reason=error.code).inc()
+    reason = error.reason or error.code
+    if reason in REJECTION_REASONS:
+        metrics.rejected.labels(reason=reason).inc()
     record.update(status=error.status, code=error.code, detail=error.detail)
     if started is not None:
         record["total_ms"] = ms(_observe_duration(metrics, labels, error.status, started))

@@ -40,11 +40,12 @@ class Problem(BaseModel):
 _DESCRIPTIONS = {
     400: "The body is not a decodable image, or the multipart body cannot be parsed",
     401: "A valid API key is required (`Authorization: Bearer <key>`)",
-    413: "The upload or the image is too large",
+    408: "The body did not arrive within `SR_UPLOAD_TIMEOUT_S`",
+    413: "The upload or the image is too large (pixels, or memory beyond this server's budget)",
     415: "Unsupported media type or image format",
     422: "A parameter is invalid",
     500: "A fault of the server; it has been logged",
-    503: "Overloaded or draining: retry after `Retry-After` seconds",
+    503: "Overloaded (requests, memory, or work ahead past the deadline) or draining: retry after `Retry-After` seconds",
     504: "The request could not finish before its deadline",
 }
 

@@ -26,10 +26,10 @@ from service.api.request_id import request_id_of
 from service.config import OUTPUT_FORMATS, SCALES
 from service.errors import (
     ClientDisconnected,
-    DeadlineExceeded,
     InvalidImage,
     InvalidParameter,
     PayloadTooLarge,
+    RequestTimeout,
     ServiceError,
     UnsupportedMediaType,
 )
@@ -91,16 +91,15 @@ async def _image_bytes(request: Request, limit: int) -> bytes:
     )
 
 
-async def _read_within(runtime: Runtime, request: Request, deadline: float) -> bytes:
-    # The deadline covers the upload too: a client trickling its body must not hold an
-    # admission slot for ever.
+async def _read_upload(runtime: Runtime, request: Request) -> bytes:
+    # The body arrives before admission, under its own timeout: a client trickling its body
+    # holds a connection, never an admission slot or memory reserved for the work.
+    timeout = runtime.settings.upload_timeout_s
     try:
-        async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+        async with asyncio.timeout(timeout):
             return await _image_bytes(request, runtime.settings.max_upload_bytes)
     except TimeoutError:
-        raise DeadlineExceeded(
-            f"the body did not arrive within {runtime.settings.request_timeout_s} s"
-        ) from None
+        raise RequestTimeout(f"the body did not arrive within {timeout} s (SR_UPLOAD_TIMEOUT_S)") from None
 
 
 async def _disconnected(request: Request) -> None:
@@ -119,7 +118,7 @@ def _server_timing(stages: dict[str, float]) -> str:
     dependencies=[ApiKey],
     response_class=Response,
     openapi_extra=upscale_request_body(),
-    responses={200: upscale_ok_response(), **problem_responses(400, 413, 415, 422, 500, 503, 504)},
+    responses={200: upscale_ok_response(), **problem_responses(400, 408, 413, 415, 422, 500, 503, 504)},
 )
 async def upscale(
     request: Request,
@@ -154,12 +153,14 @@ async def upscale(
         params = upscaler.validate(runtime.offered(), scale, method, format, quality, align_corners,
                                    AutoParams(max_latency_ms, min_psnr_db, objective))
         labels = {"method": params.method, "scale": str(params.scale)}
-        async with runtime.admission() as deadline:
-            data = await _read_within(runtime, request, deadline)
-            read_s = time.monotonic() - started
+        data = await _read_upload(runtime, request)
+        read_s = time.monotonic() - started
+        accept = request.headers.get("accept", "")
+        header, cost = upscaler.price(runtime, data, params, accept)
+        describe = f"x{params.scale} {params.method} of {header.width}x{header.height}"
+        async with runtime.admission(cost, describe) as deadline:
             result = await upscaler.upscale(
-                runtime, data, params, deadline,
-                accept=request.headers.get("accept", ""), abandoned=lambda: _disconnected(request),
+                runtime, data, params, deadline, accept=accept, abandoned=lambda: _disconnected(request),
             )
     except ServiceError as error:
         record_refusal(metrics, labels, record, error, started)

@@ -70,10 +70,18 @@ def _target_mode(image: Image.Image) -> str:
     return "RGB"
 
 
-def decode(
-    data: bytes, *, scale: int, max_input_pixels: int, max_output_pixels: int
-) -> DecodedImage:
-    """Decode PNG/JPEG/WebP bytes into upright 8-bit pixels, checking limits first."""
+@dataclass(frozen=True)
+class ImageHeader:
+    """What the header says, before any pixel is decoded: enough to price the request."""
+
+    width: int
+    height: int
+    channels: int  # of the decoded pixels: len(mode)
+    format: str
+
+
+def _open(data: bytes, *, scale: int, max_input_pixels: int, max_output_pixels: int) -> tuple[Image.Image, str]:
+    """Open the image lazily (the header only) and check format and pixel limits."""
     if not data:
         raise InvalidImage("the body is empty; send the image bytes")
     try:
@@ -84,22 +92,38 @@ def decode(
         raise ImageTooLarge(f"decompression bomb refused: {exc}") from None
     except (OSError, ValueError, SyntaxError) as exc:
         raise InvalidImage(f"the image header cannot be read: {exc}") from None
-    with image:
-        fmt = INPUT_FORMATS.get(image.format or "")
-        if fmt is None:
-            raise UnsupportedMediaType(
-                f"{image.format} images are not supported; send PNG, JPEG or WebP"
-            )
-        width, height = image.size
-        if width < 1 or height < 1:
-            raise InvalidImage(f"the image is {width}x{height}")
+    fmt = INPUT_FORMATS.get(image.format or "")
+    if fmt is None:
+        image.close()
+        raise UnsupportedMediaType(f"{image.format} images are not supported; send PNG, JPEG or WebP")
+    width, height = image.size
+    if width < 1 or height < 1:
+        image.close()
+        raise InvalidImage(f"the image is {width}x{height}")
+    try:
         check_pixel_limits(
-            width,
-            height,
-            scale,
-            max_input_pixels=max_input_pixels,
-            max_output_pixels=max_output_pixels,
+            width, height, scale, max_input_pixels=max_input_pixels, max_output_pixels=max_output_pixels
         )
+    except ImageTooLarge:
+        image.close()
+        raise
+    return image, fmt
+
+
+def probe(data: bytes, *, scale: int, max_input_pixels: int, max_output_pixels: int) -> ImageHeader:
+    """The header's size, channels and format, with the same checks as :func:`decode`; reads
+    the header only (microseconds), so admission can price a request before decoding it."""
+    image, fmt = _open(data, scale=scale, max_input_pixels=max_input_pixels, max_output_pixels=max_output_pixels)
+    with image:
+        return ImageHeader(image.width, image.height, len(_target_mode(image)), fmt)
+
+
+def decode(
+    data: bytes, *, scale: int, max_input_pixels: int, max_output_pixels: int
+) -> DecodedImage:
+    """Decode PNG/JPEG/WebP bytes into upright 8-bit pixels, checking limits first."""
+    image, fmt = _open(data, scale=scale, max_input_pixels=max_input_pixels, max_output_pixels=max_output_pixels)
+    with image:
         icc = image.info.get("icc_profile")
         try:
             image.load()
@@ -107,9 +131,11 @@ def decode(
             mode = _target_mode(upright)
             if upright.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
                 # Wide greyscale: scale to 8 bits rather than clip.
-                wide = np.asarray(upright, dtype=np.float64)
+                # float32 holds every 16-bit value exactly; in place, so one float copy.
+                wide = np.array(upright, dtype=np.float32)
                 top = 65535.0 if upright.mode.startswith("I;16") or wide.max() > 255 else 255.0
-                pixels = np.clip(np.round(wide * (255.0 / top)), 0, 255).astype(np.uint8)
+                wide *= 255.0 / top
+                pixels = np.clip(np.rint(wide, out=wide), 0, 255, out=wide).astype(np.uint8)
             else:
                 converted = upright if upright.mode == mode else upright.convert(mode)
                 pixels = np.array(converted, dtype=np.uint8)  # writable: torch shares it

@@ -16,7 +16,6 @@ import torch
 from service.imaging.colour import grey_to_studio, rgb_to_ycbcr, studio_to_grey, ycbcr_to_rgb
 from service.imaging.resamplers import interpolate
 
-
 # The work is done in strips of rows, each small enough to stay in cache, written into one
 # preallocated uint8 answer. Whole-image float temporaries cost 4.0 GiB and 16 s for a
 # 4096x4096 x2 request (split + merge, one thread); strips are exact, because a resampler's

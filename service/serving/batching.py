@@ -139,6 +139,7 @@ class Batcher:
         self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"infer-{device}")
         self._task: asyncio.Task[None] | None = None
         self._tiles_per_s = 0.0  # drain rate, exponentially weighted
+        self._running_since: float | None = None  # set by the device thread around each batch
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -169,6 +170,11 @@ class Batcher:
     @property
     def queued_tiles(self) -> int:
         return len(self._queue)
+
+    def running_for_s(self) -> float | None:
+        """How long the batch on the device has been running; None when it is idle."""
+        since = self._running_since
+        return None if since is None else time.monotonic() - since
 
     def expected_wait_s(self) -> float:
         """How long the tiles queued now need to drain, from the measured drain rate."""
@@ -318,7 +324,11 @@ class Batcher:
             else:
                 live.append(i)
         if live:
-            self._run_split(batch, live, outcome)
+            self._running_since = now
+            try:
+                self._run_split(batch, live, outcome)
+            finally:
+                self._running_since = None
         return outcome
 
     def _run_split(self, batch: list[TileWork], index: list[int], outcome: list[BaseException | None]) -> None:

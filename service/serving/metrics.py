@@ -29,6 +29,9 @@ BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)
 
 REJECTION_REASONS = (
     "overloaded",
+    "memory",  # overloaded: the memory budget is full
+    "deadline",  # overloaded: the work ahead leaves no time before the request's deadline
+    "request_timeout",
     "draining",
     "deadline_exceeded",
     "payload_too_large",
@@ -38,7 +41,7 @@ REJECTION_REASONS = (
     "invalid_parameter",
     "unauthorized",
 )
-STATUSES = ("200", "400", "401", "413", "415", "422", "499", "500", "503", "504")
+STATUSES = ("200", "400", "401", "408", "413", "415", "422", "499", "500", "503", "504")
 FORMATS = ("png", "jpeg", "webp")
 STATUS_CLASSES = ("2xx", "4xx", "5xx")
 
@@ -65,6 +68,10 @@ class Metrics:
     device_memory: Gauge
     ready: Gauge
     admission_limit: Gauge
+    memory_budget: Gauge
+    memory_reserved: Gauge
+    device_hung: Gauge
+    device_hangs: Counter
 
 
 def build_metrics(
@@ -117,6 +124,21 @@ def build_metrics(
         ready=Gauge("sr_ready", "1 when models are warm and the server is not draining.", registry=registry),
         admission_limit=Gauge(
             "sr_admission_limit", "Requests admitted at once before 503 (SR_MAX_QUEUE).", registry=registry
+        ),
+        memory_budget=Gauge(
+            "sr_memory_budget_bytes", "Memory that admitted requests may reserve (SR_MEMORY_BUDGET_BYTES).",
+            registry=registry,
+        ),
+        memory_reserved=Gauge(
+            "sr_memory_reserved_bytes", "Memory reserved by the requests in progress (estimated peaks).",
+            registry=registry,
+        ),
+        device_hung=Gauge(
+            "sr_device_hung", "1 while a batch has run longer than SR_WATCHDOG_S (readiness is 503).",
+            registry=registry,
+        ),
+        device_hangs=Counter(
+            "sr_device_hangs", "Times a batch ran past SR_WATCHDOG_S.", registry=registry
         ),
     )
     ProcessCollector(registry=registry)

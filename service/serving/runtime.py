@@ -11,7 +11,6 @@ import os
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import ParamSpec, TypeVar
@@ -21,11 +20,22 @@ from prometheus_client import CollectorRegistry
 
 from service.config import SCALES, Settings
 from service.errors import Draining, Overloaded
+from service.imaging.codec import ImageHeader
 from service.imaging.gain import GAIN_FILE, GainModel, load_gain_models
 from service.imaging.resamplers import CLASSICAL_METHODS
 from service.models.device import resolve_device, resolve_dtype
 from service.models.inference import run_network
 from service.models.resident import ModelSet
+from service.serving.admission import (
+    MemoryBudget,
+    RequestCost,
+    TooLateToStart,
+    container_memory_limit,
+    default_budget,
+    estimate_memory,
+    physical_memory,
+    resident_bytes,
+)
 from service.serving.batching import Batcher, BatchStats, RunBatch, retry_after_s
 from service.serving.choice import (
     CLASSICAL_QUALITY_FILE,
@@ -37,6 +47,7 @@ from service.serving.choice import (
     candidates_for,
     choose,
 )
+from service.serving.codec_pool import CodecPool
 from service.serving.metrics import Metrics, build_metrics, watch_cuda_memory
 
 log = logging.getLogger(__name__)
@@ -51,6 +62,9 @@ class Lifecycle:
     draining: bool = False
     inflight: int = 0
     idle: asyncio.Event = field(default_factory=asyncio.Event)
+    device_hung: bool = False
+    # Predicted seconds of work admitted and not finished (the cost model's, where it knows).
+    backlog_s: float = 0.0
 
 
 @dataclass
@@ -60,12 +74,14 @@ class Runtime:
     dtype: torch.dtype
     models: ModelSet
     batcher: Batcher
-    codec_pool: ThreadPoolExecutor
+    codec_pool: CodecPool
+    memory: MemoryBudget
     metrics: Metrics
     quality: QualityTable
     gain_models: dict[int, GainModel]
     costs: CostModel = field(default_factory=CostModel)
     lifecycle: Lifecycle = field(default_factory=Lifecycle)
+    _watchdog: asyncio.Task[None] = field(init=False, repr=False)
 
     @classmethod
     def start(
@@ -110,15 +126,21 @@ class Runtime:
         )
         metrics.queue_depth.set_function(lambda: batcher.queued_tiles)
         metrics.admission_limit.set(settings.max_queue)
+        memory = MemoryBudget(settings.memory_budget_bytes or default_budget(
+            container_memory_limit() or physical_memory(), resident_bytes()
+        ))
+        log.info("memory budget for requests: %.0f MiB", memory.budget_bytes / 2**20)
+        metrics.memory_budget.set(memory.budget_bytes)
+        metrics.memory_reserved.set_function(lambda: memory.reserved_bytes)
+        metrics.device_hung.set_function(lambda: float(lifecycle.device_hung))
         runtime = cls(
             settings=settings,
             device=device,
             dtype=dtype,
             models=models,
             batcher=batcher,
-            codec_pool=ThreadPoolExecutor(
-                settings.codec_threads, thread_name_prefix="codec", initializer=_yield_to_inference
-            ),
+            codec_pool=CodecPool(settings.codec_threads, initializer=_yield_to_inference),
+            memory=memory,
             metrics=metrics,
             quality=QualityTable.load(
                 [(m.method, m.scale, m.card.raw.get("benchmarks", {})) for m in models],
@@ -130,7 +152,24 @@ class Runtime:
         lifecycle.idle.set()
         metrics.ready.set_function(lambda: float(lifecycle.ready and not lifecycle.draining))
         batcher.start()
+        runtime._watchdog = asyncio.get_running_loop().create_task(runtime._watch_device(), name="watchdog")
         return runtime
+
+    async def _watch_device(self) -> None:
+        """A batch past ``watchdog_s`` marks the device hung: readiness turns 503 so the load
+        balancer sends traffic elsewhere, counted once per hang; it clears when the batch ends."""
+        interval = min(1.0, self.settings.watchdog_s / 4)
+        while True:
+            await asyncio.sleep(interval)
+            running = self.batcher.running_for_s()
+            hung = running is not None and running > self.settings.watchdog_s
+            if hung and not self.lifecycle.device_hung:
+                self.metrics.device_hangs.inc()
+                log.error("a batch has run for %.0f s (SR_WATCHDOG_S=%s): not ready until it ends",
+                          running, self.settings.watchdog_s)
+            elif not hung and self.lifecycle.device_hung:
+                log.warning("the device answered again: ready")
+            self.lifecycle.device_hung = hung
 
     def offered(self) -> dict[str, list[int]]:
         return offered_methods(self.models)
@@ -157,32 +196,62 @@ class Runtime:
             log.info("warmed up %s (%s x%d)", model.ref, model.method, model.scale)
 
     async def in_codec_pool(self, func: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.codec_pool, functools.partial(func, *args, **kwargs))
+        """CPU work that is not a request's (warm-up, calibration): first in the pool's order."""
+        return await self.codec_pool.run(functools.partial(func, *args, **kwargs))
+
+    def cost_of(self, header: ImageHeader, method: str, scale: int, body_bytes: int, fmt: str) -> RequestCost:
+        """The request's estimated peak memory and, where the cost model knows, its work.
+        ``auto`` is priced as its most expensive candidate would be: a network."""
+        model = self.models.get(method, scale)
+        learned = method not in CLASSICAL_METHODS
+        halo = model.halo if model is not None else max((m.halo for m in self.models), default=0)
+        memory = estimate_memory(header.width, header.height, header.channels, scale,
+                                 learned=learned, halo=halo, body_bytes=body_bytes)
+        work_ms = self.costs.predict_ms(method, scale, header.width, header.height, fmt)
+        return RequestCost(memory, None if work_ms is None else work_ms / 1000, learned)
 
     @asynccontextmanager
-    async def admission(self) -> AsyncIterator[float]:
-        """Admit a request or refuse it at once; yields its deadline (monotonic seconds)."""
-        state = self.lifecycle
+    async def admission(self, cost: RequestCost, describe: str = "the request") -> AsyncIterator[float]:
+        """Admit a request whose body has arrived, or refuse it at once; yields its deadline
+        (monotonic seconds). Refused: 503 while draining, when ``max_queue`` requests are in
+        progress, when its memory does not fit beside theirs, or when the work admitted before
+        it leaves no time to finish before its deadline; 413 when it could never fit here."""
+        state, settings = self.lifecycle, self.settings
         if state.draining:
             raise Draining()
-        if state.inflight >= self.settings.max_queue:
-            wait = self.batcher.expected_wait_s()
+        self.memory.check_fits_alone(cost, describe)
+        # What is ahead of it: the codec threads' share of the admitted work, and for a network
+        # the device's queue; a resampler does not wait for the device.
+        wait = state.backlog_s / max(1, settings.codec_threads)
+        if cost.learned:
+            wait = max(wait, self.batcher.expected_wait_s())
+        if state.inflight >= settings.max_queue:
             raise Overloaded(
-                f"{state.inflight} requests are in progress (limit {self.settings.max_queue}); "
+                f"{state.inflight} requests are in progress (limit {settings.max_queue}); "
                 f"retry in about {wait:.1f} s",
                 retry_after_s=retry_after_s(wait),
             )
+        if cost.work_s is not None and wait > 0 and wait + cost.work_s > settings.request_timeout_s:
+            raise TooLateToStart(
+                f"the work ahead of this request needs about {wait:.1f} s and its own about "
+                f"{cost.work_s:.1f} s: it could not finish within {settings.request_timeout_s} s",
+                retry_after_s=retry_after_s(wait),
+            )
+        self.memory.reserve(cost, retry_after_s(wait))
         state.inflight += 1
+        state.backlog_s += cost.work_s or 0.0
         state.idle.clear()
         self.metrics.inflight.inc()
         try:
-            yield time.monotonic() + self.settings.request_timeout_s
+            yield time.monotonic() + settings.request_timeout_s
         finally:
+            self.memory.release(cost)
             state.inflight -= 1
+            state.backlog_s = max(0.0, state.backlog_s - (cost.work_s or 0.0))
             self.metrics.inflight.dec()
             if state.inflight == 0:
                 state.idle.set()
+                state.backlog_s = 0.0  # no drift from float sums
 
     def begin_drain(self) -> None:
         """From now on readiness is 503 and new requests are refused with 503 ``draining``."""
@@ -197,8 +266,9 @@ class Runtime:
             log.warning("drain timed out with %d requests in flight", self.lifecycle.inflight)
 
     async def close(self) -> None:
+        self._watchdog.cancel()
         await self.batcher.stop()
-        self.codec_pool.shutdown(wait=True)
+        self.codec_pool.shutdown()
 
 
 def offered_methods(models: ModelSet) -> dict[str, list[int]]:

@@ -1,18 +1,20 @@
 """The upscale pipeline, written once: the route, calibration and the benchmarks all call it.
 
-    bytes -> decode (limits from the header) -> method (``auto`` chooses) ->
+    bytes -> price (the header: size, memory, work; admission happens here, in the caller)
+    -> decode -> method (``auto`` chooses) ->
         a resampler on every channel, or
         split Y from Cb/Cr/alpha -> the batcher (tiles, the device thread) -> merge
     -> encode -> bytes
 
-CPU work runs in the runtime's codec pool, never on the event loop; the network runs on the
-batcher's device thread. :func:`upscale_pixels` is the middle part alone (pixels in, pixels out)
+CPU work runs in the runtime's codec pool (smallest request first, nothing started past the
+deadline), never on the event loop; the network runs on the batcher's device thread. :func:`upscale_pixels` is the middle part alone (pixels in, pixels out)
 for callers that time the stages apart (calibration). Validation of the parameters is here too,
 because what is valid depends on what this server offers; reading the body is HTTP's.
 """
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -24,7 +26,7 @@ import torch
 
 from service.config import OUTPUT_FORMATS, SCALES
 from service.errors import InvalidParameter
-from service.imaging.codec import MEDIA_TYPES, DecodedImage, decode, encode
+from service.imaging.codec import MEDIA_TYPES, DecodedImage, ImageHeader, decode, encode, probe
 from service.imaging.gain import proxy_gain_db
 from service.imaging.planes import (
     classical_upscale,
@@ -33,6 +35,7 @@ from service.imaging.planes import (
     split_for_model,
 )
 from service.imaging.resamplers import CLASSICAL_METHODS
+from service.serving.admission import RequestCost
 from service.serving.choice import ChoiceRequest
 from service.serving.runtime import Runtime
 
@@ -135,6 +138,16 @@ def output_format(request: UpscaleRequest, accept: str, input_format: str) -> st
     return min(tied, key=position)
 
 
+def price(runtime: Runtime, data: bytes, request: UpscaleRequest, accept: str = "") -> tuple[ImageHeader, RequestCost]:
+    """The image's header and what upscaling it will cost, from the header alone (microseconds,
+    so it runs on the event loop); the same 4xx as decoding for a bad or oversized image."""
+    settings = runtime.settings
+    header = probe(data, scale=request.scale, max_input_pixels=settings.max_input_pixels,
+                   max_output_pixels=settings.max_output_pixels)
+    fmt = output_format(request, accept, header.format)
+    return header, runtime.cost_of(header, request.method, request.scale, len(data), fmt)
+
+
 async def upscale(
     runtime: Runtime,
     data: bytes,
@@ -147,12 +160,10 @@ async def upscale(
     """Encoded image bytes in, encoded upscaled bytes out, before ``deadline`` (monotonic s)."""
     settings, metrics = runtime.settings, runtime.metrics
     started = time.monotonic()
-    decoded = await runtime.in_codec_pool(
-        decode,
-        data,
-        scale=request.scale,
-        max_input_pixels=settings.max_input_pixels,
-        max_output_pixels=settings.max_output_pixels,
+    decoded = await runtime.codec_pool.run(
+        functools.partial(decode, data, scale=request.scale, max_input_pixels=settings.max_input_pixels,
+                          max_output_pixels=settings.max_output_pixels),
+        size=len(data), deadline=deadline,
     )
     decoded_at = time.monotonic()
     metrics.decode_duration.observe(decoded_at - started)
@@ -166,15 +177,11 @@ async def upscale(
     )
     processed_at = time.monotonic()
     quality = request.quality or (settings.webp_quality if fmt == "webp" else settings.jpeg_quality)
-    body = await runtime.in_codec_pool(
-        encode,
-        processed.pixels,
-        decoded.mode,
-        fmt,
-        quality=quality,
-        png_compress_level=settings.png_compress_level,
-        icc_profile=decoded.icc_profile,
-        png_encoder=settings.png_encoder,
+    body = await runtime.codec_pool.run(
+        functools.partial(encode, processed.pixels, decoded.mode, fmt, quality=quality,
+                          png_compress_level=settings.png_compress_level, icc_profile=decoded.icc_profile,
+                          png_encoder=settings.png_encoder),
+        size=processed.pixels.size, deadline=deadline,
     )
     finished = time.monotonic()
     metrics.encode_duration.labels(format=fmt).observe(finished - processed_at)
@@ -214,20 +221,20 @@ async def upscale_pixels(
 ) -> Processed:
     """Decoded (H, W, C) uint8 pixels in, upscaled pixels out: a resampler on every channel,
     or the network on Y through the batcher with Cb/Cr/alpha bicubic around it."""
+    size = pixels.size * scale * scale  # the request's place in the codec pool: small first
+    cpu = functools.partial(runtime.codec_pool.run, size=size, deadline=deadline)
     if method in CLASSICAL_METHODS:
         started = time.monotonic()
-        out = await runtime.in_codec_pool(
-            classical_upscale, pixels, scale, method, align_corners=align_corners
-        )
+        out = await cpu(functools.partial(classical_upscale, pixels, scale, method, align_corners=align_corners))
         return Processed(out, 0.0, time.monotonic() - started, None)
     model = runtime.models.get(method, scale)
     if model is None:
         raise InvalidParameter(f"{method} is not offered at x{scale}")
-    model_input = await runtime.in_codec_pool(split_for_model, pixels, mode, scale)
+    model_input = await cpu(functools.partial(split_for_model, pixels, mode, scale))
     result = await runtime.batcher.run(model, model_input.luma, deadline, abandoned=abandoned)
     if runtime.lifecycle.ready:  # calibration's requests are not traffic
         runtime.metrics.queue_wait.labels(method=method, scale=str(scale)).observe(result.queue_s)
-    out = await runtime.in_codec_pool(merge_from_model, model_input, result.plane)
+    out = await cpu(functools.partial(merge_from_model, model_input, result.plane))
     return Processed(out, result.queue_s, result.infer_s, model.ref)
 
 
@@ -239,7 +246,9 @@ async def _auto(
     espcn = runtime.models.get("espcn", request.scale)
     proxy = None
     if espcn is not None and request.scale in runtime.gain_models:
-        proxy = await runtime.in_codec_pool(_proxy_gain, espcn.module, decoded, request.scale)
+        proxy = await runtime.codec_pool.run(
+            functools.partial(_proxy_gain, espcn.module, decoded, request.scale), size=decoded.pixels.size
+        )
     choice = runtime.choose(ChoiceRequest(
         width=decoded.width, height=decoded.height, scale=request.scale,
         max_latency_ms=request.auto.max_latency_ms, min_psnr_db=request.auto.min_psnr_db,

@@ -1,0 +1,94 @@
+"""The HTTP/1.1 connection below the app: a deadline for request headers, a cap on open
+connections, and problem+json for the parser's own refusals.
+
+uvicorn holds a connection that never finishes its headers for ever (60 slowloris connections
+were all still open after 40 s, issue #15), has no cap on connections but a concurrency limit
+that answers text/plain, and answers malformed HTTP with a text/plain 400. This is uvicorn's
+httptools protocol with those three changed; ``service.__main__`` passes it as ``http=``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from service.errors import InvalidBody, Overloaded, RequestTimeout, ServiceError
+
+log = logging.getLogger(__name__)
+
+_REASONS = {400: b"Bad Request", 408: b"Request Timeout", 503: b"Service Unavailable"}
+
+
+def problem_response(error: ServiceError) -> bytes:
+    """A complete ``Connection: close`` HTTP/1.1 response carrying ``error`` as problem+json."""
+    body = json.dumps(error.problem()).encode()
+    head = [
+        b"HTTP/1.1 %d %s" % (error.status, _REASONS.get(error.status, b"Error")),
+        b"content-type: application/problem+json",
+        b"content-length: %d" % len(body),
+        b"connection: close",
+        *(f"{name}: {value}".encode("latin-1") for name, value in error.headers.items()),
+    ]
+    return b"\r\n".join(head) + b"\r\n\r\n" + body
+
+
+def protocol_class(*, header_timeout_s: float, max_connections: int) -> type[HttpToolsProtocol]:
+    """uvicorn's httptools protocol with a header deadline and a connection cap."""
+
+    class GuardedProtocol(HttpToolsProtocol):
+        _header_timer: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            if len(self.connections) > max_connections:
+                log.warning("connection refused: %d open (SR_MAX_CONNECTIONS)", len(self.connections) - 1)
+                self._refuse(Overloaded(
+                    f"the server has {max_connections} connections open (its limit); retry shortly",
+                    retry_after_s=1,
+                ))
+                return
+            self._arm()  # a connection that sends nothing at all is timed too
+
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            if self._header_timer is None:  # a keep-alive connection's next request
+                self._arm()
+
+        def on_headers_complete(self) -> None:
+            self._disarm()
+            super().on_headers_complete()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+        def send_400_response(self, msg: str) -> None:
+            self._disarm()
+            self._refuse(InvalidBody(f"the HTTP request cannot be parsed: {msg}"))
+
+        def _arm(self) -> None:
+            self._disarm()
+            self._header_timer = self.loop.call_later(header_timeout_s, self._headers_too_slow)
+
+        def _disarm(self) -> None:
+            if self._header_timer is not None:
+                self._header_timer.cancel()
+                self._header_timer = None
+
+        def _headers_too_slow(self) -> None:
+            self._header_timer = None
+            if self.cycle is not None and not self.cycle.response_complete:
+                return  # a request is being served on this connection; its headers came
+            self._refuse(RequestTimeout(
+                f"the request headers did not arrive within {header_timeout_s} s (SR_HEADER_TIMEOUT_S)"
+            ))
+
+        def _refuse(self, error: ServiceError) -> None:
+            if not self.transport.is_closing():
+                self.transport.write(problem_response(error))
+                self.transport.close()
+
+    return GuardedProtocol
