@@ -153,24 +153,27 @@ def test_sigterm_drains_then_exits(tmp_path: Any) -> None:
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until(lambda: _ok(url + "/readyz"), timeout_s=60)
-        # A request long enough to be in flight when SIGTERM arrives: x4 of 700x700, PNG.
-        big = image_bytes(size=(700, 700))
-        result: dict[str, httpx.Response] = {}
-        slow = threading.Thread(
-            target=lambda: result.setdefault(
-                "r", httpx.post(url + "/v1/upscale?scale=4", content=big,
-                                headers={"Content-Type": "image/png"}, timeout=60)
-            )
-        )
-        slow.start()
-        wait_until(lambda: "sr_inflight_requests 1.0" in httpx.get(url + "/metrics").text)
+        # Twenty requests in flight when SIGTERM arrives: x4 of 400x400 each (about 8 s of work
+        # together on 2 cores, so none finishes before the last is admitted), PNG.
+        bodies = [image_bytes(size=(400, 400))] * 20
+        results: list[httpx.Response] = []
+
+        def send(body: bytes) -> None:
+            results.append(httpx.post(url + "/v1/upscale?scale=4", content=body,
+                                      headers={"Content-Type": "image/png"}, timeout=60))
+
+        senders = [threading.Thread(target=send, args=(body,)) for body in bodies]
+        for sender in senders:
+            sender.start()
+        wait_until(lambda: "sr_inflight_requests 20.0" in httpx.get(url + "/metrics").text, timeout_s=20)
         proc.send_signal(signal.SIGTERM)
         wait_until(lambda: httpx.get(url + "/readyz").status_code == 503)
         refused = httpx.post(url + "/v1/upscale", content=image_bytes(), headers={"Content-Type": "image/png"})
         assert_problem(refused, 503, "draining")
-        slow.join(60)
-        assert result["r"].status_code == 200
-        assert decode(result["r"].content).size == (2800, 2800)
+        for sender in senders:
+            sender.join(60)
+        assert [r.status_code for r in results] == [200] * 20
+        assert all(decode(r.content).size == (1600, 1600) for r in results)
         assert proc.wait(30) == 0
     finally:
         if proc.poll() is None:
