@@ -62,6 +62,13 @@ lint: install-test
 bench: install-test
 	$(BIN)/python -m benchmarks.run
 
+# 10,000 mixed requests with hang-ups against a server of its own: RSS at start and end, every
+# answer that is neither 200 nor 4xx; exit 1 on any 5xx. `make soak SOAK_ARGS="--requests 1500"`.
+.PHONY: soak
+SOAK_ARGS ?=
+soak: install-test
+	$(BIN)/python -m benchmarks.soak $(SOAK_ARGS)
+
 evaluate: install-test
 	$(BIN)/python -m service.evaluate
 

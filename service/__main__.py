@@ -61,7 +61,8 @@ def uvicorn_config(app: FastAPI, settings: Settings, **overrides: object) -> uvi
         access_log=False,  # one structured line per request comes from the handler
         timeout_graceful_shutdown=int(settings.request_timeout_s) + 5,
         # Header deadline, connection cap and problem+json for malformed HTTP (api.connection).
-        http=protocol_class(header_timeout_s=settings.header_timeout_s, max_connections=settings.max_connections),
+        http=protocol_class(header_timeout_s=settings.header_timeout_s, max_connections=settings.max_connections,
+                            max_header_bytes=settings.max_header_bytes),
     )
     # One process per device: the models and the batch queue live in this process.
     return uvicorn.Config(app, **{**options, **overrides})  # type: ignore[arg-type]

@@ -53,6 +53,9 @@ class Settings(BaseSettings):
     )
     upload_timeout_s: float = Field(20.0, gt=0, description="for the body to arrive; 408 after it")
     header_timeout_s: float = Field(10.0, gt=0, description="for a connection's request headers")
+    max_header_bytes: int = Field(
+        64 * 1024, ge=1024, description="request line and headers together; 431 past it"
+    )
     max_connections: int = Field(512, ge=1, description="open connections and requests; 503 beyond")
     watchdog_s: float = Field(
         60.0, gt=0, description="a batch running longer than this marks the device hung: /readyz 503"

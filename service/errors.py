@@ -71,6 +71,10 @@ class ImageTooLarge(ServiceError):
     status, code, title = 413, "image_too_large", "The image has too many pixels"
 
 
+class HeaderTooLarge(ServiceError):
+    status, code, title = 431, "header_too_large", "The request headers are too large"
+
+
 class UnsupportedMediaType(ServiceError):
     status, code, title = 415, "unsupported_media_type", "Unsupported media type"
 

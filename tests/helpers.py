@@ -78,6 +78,20 @@ def wait_until(condition: Callable[[], bool], timeout_s: float = 10.0, interval_
         time.sleep(interval_s)
 
 
+def read_response(raw: socket.socket) -> bytes:
+    """One HTTP/1.1 response off a raw socket: headers and the whole body (they may arrive in
+    separate segments); the connection stays open for the next request."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += raw.recv(65536)
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                      if line.lower().startswith(b"content-length")))
+    while len(body) < length:
+        body += raw.recv(65536)
+    return head + b"\r\n\r\n" + body
+
+
 class LiveServer:
     """uvicorn on a free port in a thread: real sockets and real HTTP, in this process."""
 

@@ -31,6 +31,7 @@ from .helpers import (
     decode,
     image_bytes,
     post,
+    read_response,
     wait_until,
 )
 
@@ -213,21 +214,10 @@ def test_a_trickled_body_gets_408_and_never_holds_an_admission_slot() -> None:
         # While it trickles, the one admission slot is free for a request whose body is here.
         with httpx.Client(base_url=live.url, timeout=10) as client:
             assert post(client, image_bytes(), scale=2).status_code == 200
-        answer = _read_response(raw)
+        answer = read_response(raw).decode("latin-1")
         raw.close()
         assert time.monotonic() - started < 5
         assert answer.startswith("HTTP/1.1 408") and "request_timeout" in answer
         assert live.app.state.runtime.lifecycle.inflight == 0
 
 
-def _read_response(raw: socket.socket) -> str:
-    """Headers and the whole body: they may arrive in separate segments."""
-    data = b""
-    while b"\r\n\r\n" not in data:
-        data += raw.recv(65536)
-    head, _, body = data.partition(b"\r\n\r\n")
-    length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
-                      if line.lower().startswith(b"content-length")))
-    while len(body) < length:
-        body += raw.recv(65536)
-    return (head + b"\r\n\r\n" + body).decode("latin-1")

@@ -11,7 +11,14 @@ from fastapi.testclient import TestClient
 
 from service.config import Settings
 
-from .helpers import SHIPPED_STORE, LiveServer, assert_problem, image_bytes, wait_until
+from .helpers import (
+    SHIPPED_STORE,
+    LiveServer,
+    assert_problem,
+    image_bytes,
+    read_response,
+    wait_until,
+)
 
 CHOOSE = {"width": 64, "height": 48, "scale": 3}
 
@@ -170,3 +177,69 @@ def test_malformed_http_is_a_400_problem_not_text(request_bytes: bytes) -> None:
         status, problem = _problem_of(_answer(raw))
         raw.close()
         assert (status, problem["code"]) == (400, "invalid_body") and problem["detail"]
+
+
+def test_headers_past_their_limit_get_431_at_once_and_others_are_not_stalled() -> None:
+    """httptools' cost grows with the square of a header's length: without a limit one 48 MB
+    header stalled every other request for seconds."""
+    import httpx
+
+    settings = Settings(model_store=SHIPPED_STORE, device="cpu", warmup=False, calibrate=False,
+                        max_header_bytes=16 * 1024)
+    with LiveServer(settings) as live:
+        raw = socket.create_connection(("127.0.0.1", live.port))
+        raw.sendall(b"GET /livez HTTP/1.1\r\nHost: x\r\nX-Big: ")
+        started = time.monotonic()
+        try:
+            for _ in range(64):  # 4 MiB, far past the limit: the server stops it early
+                raw.sendall(b"a" * 65536)
+        except OSError:
+            pass  # closed on us: that is the point
+        status, problem = _problem_of(_answer(raw))
+        raw.close()
+        assert (status, problem["code"]) == (431, "header_too_large")
+        assert time.monotonic() - started < 3
+        # A request with headers and a body in one write is not mistaken for large headers.
+        with httpx.Client(base_url=live.url, timeout=10) as client:
+            body = image_bytes(size=(200, 200))
+            assert len(body) > 16 * 1024
+            assert client.post("/v1/upscale?method=bicubic", content=body,
+                               headers={"Content-Type": "image/png"}).status_code == 200
+
+
+def test_an_answer_too_large_for_its_format_is_a_413_and_the_connection_lives_on() -> None:
+    """WebP holds sides up to 16383 pixels, JPEG up to 65500: past them, 413 before any work
+    (it was a 500 from the encoder, found by the fuzz corpus)."""
+    import httpx
+
+    settings = Settings(model_store=SHIPPED_STORE, device="cpu", warmup=False, calibrate=False)
+    with LiveServer(settings) as live, httpx.Client(base_url=live.url, timeout=30) as client:
+        wide = image_bytes(size=(8192, 2))
+        answer = client.post("/v1/upscale?method=nearest&format=webp", content=wide,
+                             headers={"Content-Type": "image/png"})
+        assert_problem(answer, 413, "image_too_large")
+        assert "16383" in answer.json()["detail"]
+        assert client.post("/v1/upscale?method=nearest&format=webp", content=image_bytes(size=(8191, 2)),
+                           headers={"Content-Type": "image/png"}).status_code == 200
+        assert client.post("/v1/upscale?method=nearest", content=wide,
+                           headers={"Content-Type": "image/png"}).status_code == 200  # PNG holds it
+
+
+def test_a_fault_is_a_500_problem_and_keep_alive_survives_it() -> None:
+    """After a 500 the client's next request on the same connection is answered (Starlette
+    re-raised after answering, and uvicorn closed the connection: the next request got a reset)."""
+    def boom() -> None:
+        raise RuntimeError("an unexpected fault of ours")
+
+    settings = Settings(model_store=SHIPPED_STORE, device="cpu", warmup=False, calibrate=False)
+    live = LiveServer(settings)
+    live.app.add_api_route("/boom", boom, methods=["GET"])
+    with live:
+        raw = socket.create_connection(("127.0.0.1", live.port))
+        raw.settimeout(10)
+        for _ in range(2):  # the same connection, twice
+            raw.sendall(b"GET /boom HTTP/1.1\r\nHost: x\r\n\r\n")
+            head, _, rest = read_response(raw).partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 500") and b"application/problem+json" in head
+            assert b'"code":"internal_error"' in rest.replace(b" ", b"")
+        raw.close()

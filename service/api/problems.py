@@ -8,6 +8,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.api.access import INVALID_LABELS, record_refusal
 from service.api.request_id import request_id_of
@@ -73,11 +74,38 @@ def install_problem_handlers(app: FastAPI) -> None:
         error.status = exc.status_code
         return problem_response(error)
 
-    async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return problem_response(ServiceError("an unexpected error occurred; it has been logged"))
-
     app.add_exception_handler(ServiceError, on_service_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
-    app.add_exception_handler(Exception, on_unexpected)
+    app.add_middleware(FaultMiddleware)
+
+
+class FaultMiddleware:
+    """A fault of ours (any other exception) becomes a 500 problem, logged once, and the
+    connection stays usable. Starlette's own handler for ``Exception`` answers but then
+    re-raises, so uvicorn logged a second traceback and closed the keep-alive connection: the
+    client's next request on it failed with a reset (found by tests/test_fuzz_corpus.py)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking)
+        except Exception:
+            log.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
+            if started:
+                raise  # half an answer is out: only closing the connection can say it failed
+            response = problem_response(ServiceError("an unexpected error occurred; it has been logged"))
+            await response(scope, receive, send)

@@ -58,6 +58,20 @@ def check_pixel_limits(
         )
 
 
+# The largest side each output format can hold (JPEG: 65535 in its header, libjpeg refuses past
+# 65500; WebP: 14 bits). Past it the encoder fails, so it is checked with the pixel limits.
+FORMAT_MAX_SIDE = {"png": 2**31 - 1, "jpeg": 65500, "webp": 16383}
+
+
+def check_format_limits(width: int, height: int, scale: int, fmt: str) -> None:
+    side, limit = max(width, height) * scale, FORMAT_MAX_SIDE[fmt]
+    if side > limit:
+        raise ImageTooLarge(
+            f"x{scale} of {width}x{height} has a side of {side} pixels; {fmt} holds at most {limit}: "
+            "ask for format=png"
+        )
+
+
 def _target_mode(image: Image.Image) -> str:
     if image.mode in _GREY_MODES:
         return "L"

@@ -16,6 +16,7 @@ has no CUDA provider).
 from __future__ import annotations
 
 import copy
+import functools
 import io
 import statistics
 import time
@@ -58,6 +59,19 @@ def export_onnx(module: nn.Module) -> bytes:
     return buffer.getvalue()
 
 
+@functools.cache
+def _register_shared_arena() -> None:
+    """One CPU memory arena for every session in the process, registered once (ONNX Runtime's
+    environment is process-wide). Each session kept its own arena at the peak of its largest
+    run: with every shipped model resident that was 770 MiB against 400 MiB with one shared
+    arena (sessions run one at a time, on the device thread). The memory budget for requests
+    is what the container's limit leaves beside this."""
+    import onnxruntime as ort
+
+    memory = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT)
+    ort.create_and_register_allocator(memory, ort.OrtArenaCfg(0, -1, -1, -1))
+
+
 class OnnxRunner:
     """An ONNX Runtime session behaving like the module's ``forward`` (CPU, float32)."""
 
@@ -73,6 +87,8 @@ class OnnxRunner:
         # ONNX Runtime's threads spin between runs by default, which takes the cores the codec
         # threads need for decode, colour work and encode; waiting threads sleep instead.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        _register_shared_arena()
+        options.add_session_config_entry("session.use_env_allocators", "1")
         self.session = ort.InferenceSession(export_onnx(module), options, providers=["CPUExecutionProvider"])
 
     def __call__(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:

@@ -26,7 +26,15 @@ import torch
 
 from service.config import OUTPUT_FORMATS, SCALES
 from service.errors import InvalidParameter
-from service.imaging.codec import MEDIA_TYPES, DecodedImage, ImageHeader, decode, encode, probe
+from service.imaging.codec import (
+    MEDIA_TYPES,
+    DecodedImage,
+    ImageHeader,
+    check_format_limits,
+    decode,
+    encode,
+    probe,
+)
 from service.imaging.gain import proxy_gain_db
 from service.imaging.planes import (
     classical_upscale,
@@ -145,6 +153,7 @@ def price(runtime: Runtime, data: bytes, request: UpscaleRequest, accept: str = 
     header = probe(data, scale=request.scale, max_input_pixels=settings.max_input_pixels,
                    max_output_pixels=settings.max_output_pixels)
     fmt = output_format(request, accept, header.format)
+    check_format_limits(header.width, header.height, request.scale, fmt)
     return header, runtime.cost_of(header, request.method, request.scale, len(data), fmt)
 
 
