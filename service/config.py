@@ -67,6 +67,10 @@ class Settings(BaseSettings):
     max_json_bytes: int = Field(64 * 1024, ge=1, description="body limit of every other endpoint (JSON)")
     max_input_pixels: int = Field(4096 * 4096, ge=1)
     max_output_pixels: int = Field(8192 * 8192, ge=1)
+    max_frames: int = Field(300, ge=1, description="frames of an animated PNG, WebP or GIF")
+    max_total_output_pixels: int = Field(
+        8192 * 8192, ge=1, description="output pixels over all frames of an animation"
+    )
 
     api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
     docs: bool = Field(

@@ -243,8 +243,11 @@ def test_text_content_type(client: TestClient) -> None:
     assert_problem(post(client, b"hello", "text/plain"), 415, "unsupported_media_type")
 
 
-def test_gif_is_an_unsupported_media_type(client: TestClient) -> None:
-    assert_problem(post(client, image_bytes("P", fmt="GIF"), "image/gif"), 415, "unsupported_media_type")
+def test_other_image_formats_are_unsupported_media_types(client: TestClient) -> None:
+    # GIF comes in (tests/test_animation.py); BMP and TIFF do not.
+    for fmt in ("BMP", "TIFF"):
+        assert_problem(post(client, image_bytes("RGB", fmt=fmt), "image/x-" + fmt.lower()), 415,
+                       "unsupported_media_type")
 
 
 def test_unknown_method(client: TestClient) -> None:

@@ -70,13 +70,14 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
 
 def upscale_request_body() -> dict[str, Any]:
     """``openapi_extra`` of ``POST /v1/upscale``: the image raw, or as multipart field ``image``."""
-    raw = {media: {"schema": BINARY} for media in (*MEDIA_TYPES.values(), "application/octet-stream")}
+    raw = {media: {"schema": BINARY} for media in (*MEDIA_TYPES.values(), "image/gif", "application/octet-stream")}
     multipart = {"schema": {
         "type": "object", "required": ["image"], "properties": {"image": {**BINARY, "description": "the image file"}},
     }}
     return {"requestBody": {
         "required": True,
-        "description": "a PNG, JPEG or WebP image: the raw bytes, or multipart/form-data with a file field `image`",
+        "description": "a PNG, JPEG, WebP or GIF image, still or animated: the raw bytes, or "
+                       "multipart/form-data with a file field `image`",
         "content": {**raw, "multipart/form-data": multipart},
     }}
 
@@ -90,6 +91,7 @@ def upscale_ok_response() -> dict[str, Any]:
             "X-SR-Method": {**header, "description": "the method that ran (auto resolved)"},
             "X-SR-Model": {**header, "description": "name@version of the network, when one ran"},
             "X-SR-Auto": {**header, "description": "why auto chose the method"},
+            "X-SR-Frames": {**header, "description": "frames of an animated answer (absent for a still)"},
             "Server-Timing": {**header, "description": "stages: read, decode, queue, infer, post, encode, total"},
         },
     }

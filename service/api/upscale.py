@@ -169,7 +169,7 @@ async def upscale(
         record_fault(metrics, labels, record, started)
         raise
     response = _response(params, result, read_s, time.monotonic() - started, record)
-    record_success(metrics, labels, record, started, result.output_size[0] * result.output_size[1])
+    record_success(metrics, labels, record, started, result.output_size[0] * result.output_size[1] * result.frames)
     return response
 
 
@@ -183,10 +183,13 @@ def _response(
         record["chosen"] = result.method
     if result.model_ref is not None:
         headers["X-SR-Model"] = result.model_ref
+    if result.frames > 1:
+        headers["X-SR-Frames"] = str(result.frames)
     headers["Server-Timing"] = _server_timing({"read": read_s, **result.stages, "total": total_s})
     (w, h), (ow, oh) = result.input_size, result.output_size
     record.update(
-        input=f"{w}x{h}", output=f"{ow}x{oh}", output_pixels=ow * oh, format=result.format,
+        input=f"{w}x{h}", output=f"{ow}x{oh}", output_pixels=ow * oh * result.frames, format=result.format,
+        frames=result.frames,
         decode_ms=ms(result.stages["decode"]), queue_ms=ms(result.stages["queue"]),
         infer_ms=ms(result.stages["infer"]), encode_ms=ms(result.stages["encode"]),
     )

@@ -14,24 +14,46 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from service.config import OUTPUT_FORMATS
-from service.errors import ImageTooLarge, InvalidImage, UnsupportedMediaType
+from service.errors import ImageTooLarge, InvalidImage, InvalidParameter, UnsupportedMediaType
 
 # Pillow format name -> our format name.
-INPUT_FORMATS = {"PNG": "png", "JPEG": "jpeg", "WEBP": "webp"}
+INPUT_FORMATS = {"PNG": "png", "JPEG": "jpeg", "WEBP": "webp", "GIF": "gif"}
 MEDIA_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
+# Output formats that hold an animation: APNG and animated WebP. GIF comes in but does not go
+# out: its 256-colour palette would undo the upscaling, so an animated GIF comes back as APNG
+# (or animated WebP when asked), a still GIF as PNG.
+ANIMATION_FORMATS = ("png", "webp")
 
 _GREY_MODES = {"1", "L", "I", "I;16", "I;16B", "I;16L", "F"}
 _ALPHA_MODES = {"RGBA", "RGBa", "PA", "LA", "La"}
 
 
 @dataclass(frozen=True)
-class DecodedImage:
-    """Upright 8-bit pixels in one of L, LA, RGB, RGBA, with what must survive the trip."""
+class Animation:
+    """What an animation's frames keep on the way through: per-frame durations and disposal,
+    and the loop count (0: for ever; None: play once, GIF without a loop extension)."""
 
-    pixels: np.ndarray  # uint8, (H, W, C), C = len(mode)
+    durations_ms: tuple[int, ...]
+    loop: int | None
+    disposal: tuple[int, ...] | None = None  # APNG dispose ops (GIF's mapped), where the input has them
+
+
+@dataclass(frozen=True)
+class DecodedImage:
+    """Upright 8-bit pixels in one of L, LA, RGB, RGBA, with what must survive the trip. An
+    animation has every frame composited to the full canvas (Pillow applies disposal and
+    blending while decoding), all in one mode."""
+
+    frames: tuple[np.ndarray, ...]  # uint8, (H, W, C) each, C = len(mode)
     mode: str
     format: str
     icc_profile: bytes | None
+    animation: Animation | None = None
+
+    @property
+    def pixels(self) -> np.ndarray:
+        """The image, or an animation's first frame."""
+        return self.frames[0]
 
     @property
     def width(self) -> int:
@@ -63,7 +85,24 @@ def check_pixel_limits(
 FORMAT_MAX_SIDE = {"png": 2**31 - 1, "jpeg": 65500, "webp": 16383}
 
 
-def check_format_limits(width: int, height: int, scale: int, fmt: str) -> None:
+def check_frame_limits(
+    width: int, height: int, scale: int, frames: int, *, max_frames: int, max_total_output_pixels: int
+) -> None:
+    if frames > max_frames:
+        raise ImageTooLarge(f"the animation has {frames} frames; the limit is {max_frames} (SR_MAX_FRAMES)")
+    total = width * height * scale * scale * frames
+    if frames > 1 and total > max_total_output_pixels:
+        raise ImageTooLarge(
+            f"x{scale} of {frames} frames of {width}x{height} makes {total} output pixels; the limit "
+            f"over all frames is {max_total_output_pixels} (SR_MAX_TOTAL_OUTPUT_PIXELS)"
+        )
+
+
+def check_format_limits(width: int, height: int, scale: int, fmt: str, frames: int = 1) -> None:
+    if frames > 1 and fmt not in ANIMATION_FORMATS:
+        raise InvalidParameter(
+            f"{fmt} cannot hold an animation of {frames} frames; ask for format=png (APNG) or webp"
+        )
     side, limit = max(width, height) * scale, FORMAT_MAX_SIDE[fmt]
     if side > limit:
         raise ImageTooLarge(
@@ -92,10 +131,16 @@ class ImageHeader:
     height: int
     channels: int  # of the decoded pixels: len(mode)
     format: str
+    frames: int = 1
 
 
-def _open(data: bytes, *, scale: int, max_input_pixels: int, max_output_pixels: int) -> tuple[Image.Image, str]:
-    """Open the image lazily (the header only) and check format and pixel limits."""
+def _open(
+    data: bytes, *, scale: int, max_input_pixels: int, max_output_pixels: int,
+    max_frames: int = 1, max_total_output_pixels: int = 0,
+) -> tuple[Image.Image, str, int]:
+    """Open the image lazily (the header only) and check format, pixel and frame limits; the
+    frame count comes from the header (APNG acTL, WebP ANIM) or, for GIF, a scan of the
+    frames' headers that decodes no pixels."""
     if not data:
         raise InvalidImage("the body is empty; send the image bytes")
     try:
@@ -118,25 +163,44 @@ def _open(data: bytes, *, scale: int, max_input_pixels: int, max_output_pixels: 
         check_pixel_limits(
             width, height, scale, max_input_pixels=max_input_pixels, max_output_pixels=max_output_pixels
         )
-    except ImageTooLarge:
+        try:
+            frames = int(getattr(image, "n_frames", 1))
+        except (OSError, ValueError, SyntaxError, EOFError) as exc:
+            raise InvalidImage(f"the animation's frames cannot be read: {exc}") from None
+        check_frame_limits(width, height, scale, frames, max_frames=max_frames,
+                           max_total_output_pixels=max_total_output_pixels or max_output_pixels)
+    except (ImageTooLarge, InvalidImage):
         image.close()
         raise
-    return image, fmt
+    return image, fmt, frames
 
 
-def probe(data: bytes, *, scale: int, max_input_pixels: int, max_output_pixels: int) -> ImageHeader:
-    """The header's size, channels and format, with the same checks as :func:`decode`; reads
-    the header only (microseconds), so admission can price a request before decoding it."""
-    image, fmt = _open(data, scale=scale, max_input_pixels=max_input_pixels, max_output_pixels=max_output_pixels)
+def probe(
+    data: bytes, *, scale: int, max_input_pixels: int, max_output_pixels: int,
+    max_frames: int = 1, max_total_output_pixels: int = 0,
+) -> ImageHeader:
+    """The header's size, channels, format and frames, with the same checks as :func:`decode`;
+    reads no pixels, so admission can price a request before decoding it."""
+    image, fmt, frames = _open(data, scale=scale, max_input_pixels=max_input_pixels,
+                               max_output_pixels=max_output_pixels, max_frames=max_frames,
+                               max_total_output_pixels=max_total_output_pixels)
     with image:
-        return ImageHeader(image.width, image.height, len(_target_mode(image)), fmt)
+        channels = 4 if frames > 1 else len(_target_mode(image))  # animations decode as RGB(A)
+        return ImageHeader(image.width, image.height, channels, fmt, frames)
 
 
 def decode(
-    data: bytes, *, scale: int, max_input_pixels: int, max_output_pixels: int
+    data: bytes, *, scale: int, max_input_pixels: int, max_output_pixels: int,
+    max_frames: int = 1, max_total_output_pixels: int = 0,
 ) -> DecodedImage:
-    """Decode PNG/JPEG/WebP bytes into upright 8-bit pixels, checking limits first."""
-    image, fmt = _open(data, scale=scale, max_input_pixels=max_input_pixels, max_output_pixels=max_output_pixels)
+    """Decode PNG/JPEG/WebP/GIF bytes into upright 8-bit pixels, checking limits first; an
+    animation into all its frames."""
+    image, fmt, frames = _open(data, scale=scale, max_input_pixels=max_input_pixels,
+                               max_output_pixels=max_output_pixels, max_frames=max_frames,
+                               max_total_output_pixels=max_total_output_pixels)
+    if frames > 1:
+        with image:
+            return _decode_frames(image, fmt, frames)
     with image:
         icc = image.info.get("icc_profile")
         try:
@@ -158,8 +222,63 @@ def decode(
     if pixels.ndim == 2:
         pixels = pixels[:, :, None]
     return DecodedImage(
-        pixels=np.ascontiguousarray(pixels), mode=mode, format=fmt, icc_profile=icc or None
+        frames=(np.ascontiguousarray(pixels),), mode=mode, format=fmt, icc_profile=icc or None
     )
+
+
+def _decode_frames(image: Image.Image, fmt: str, count: int) -> DecodedImage:
+    """Every frame as RGBA, composited to the full canvas; RGB when no frame uses alpha."""
+    frames, durations, disposal = [], [], []
+    try:
+        for index in range(count):
+            image.seek(index)
+            frames.append(np.array(image.convert("RGBA"), dtype=np.uint8))
+            # Read after the frame has loaded: WebP sets its duration then.
+            durations.append(round(float(image.info.get("duration", 0) or 0)))
+            if fmt == "gif":  # GIF's 2 and 3 are APNG's 1 (background) and 2 (previous)
+                disposal.append({2: 1, 3: 2}.get(int(getattr(image, "disposal_method", 0)), 0))
+            elif "disposal" in image.info:  # APNG's own dispose op
+                disposal.append(int(image.info["disposal"]))
+    except (OSError, ValueError, SyntaxError, EOFError) as exc:
+        raise InvalidImage(f"frame {len(frames)} of the animation is truncated or corrupt: {exc}") from None
+    opaque = all(bool((frame[..., 3] == 255).all()) for frame in frames)
+    mode = "RGB" if opaque else "RGBA"
+    if opaque:
+        frames = [np.ascontiguousarray(frame[..., :3]) for frame in frames]
+    image.seek(0)
+    animation = Animation(
+        durations_ms=tuple(durations),
+        loop=image.info.get("loop"),
+        disposal=tuple(disposal) if len(disposal) == count else None,
+    )
+    return DecodedImage(frames=tuple(frames), mode=mode, format=fmt,
+                        icc_profile=image.info.get("icc_profile") or None, animation=animation)
+
+
+def encode_animation(
+    frames: list[np.ndarray], mode: str, fmt: str, animation: Animation, *, quality: int, png_compress_level: int
+) -> bytes:
+    """Frames of one size and mode as APNG or animated WebP, with the durations, the loop count
+    and (APNG) the dispose ops of the input. Every frame is a full canvas drawn over what was
+    there (APNG blend op "source"), so the input's disposal stays right whatever it was."""
+    images = [Image.fromarray(frame if frame.shape[2] > 1 else frame[:, :, 0]) for frame in frames]
+    images = [image if image.mode == mode else image.convert(mode) for image in images]
+    options: dict[str, object] = {"save_all": True, "append_images": images[1:],
+                                  "duration": list(animation.durations_ms)}
+    if animation.loop is not None:
+        options["loop"] = animation.loop
+    buffer = io.BytesIO()
+    if fmt == "png":
+        options.update(compress_level=png_compress_level, default_image=False, blend=0)
+        if animation.disposal is not None:
+            options["disposal"] = list(animation.disposal)
+        images[0].save(buffer, format="PNG", **options)
+    elif fmt == "webp":
+        options.update(quality=quality)
+        images[0].save(buffer, format="WEBP", **options)
+    else:
+        raise ValueError(f"{fmt} cannot hold an animation; known: {', '.join(ANIMATION_FORMATS)}")
+    return buffer.getvalue()
 
 
 def encode(

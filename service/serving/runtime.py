@@ -205,9 +205,10 @@ class Runtime:
         model = self.models.get(method, scale)
         learned = method not in CLASSICAL_METHODS
         halo = model.halo if model is not None else max((m.halo for m in self.models), default=0)
-        memory = estimate_memory(header.width, header.height, header.channels, scale,
+        # An animation holds all its frames, decoded and upscaled, until it is encoded.
+        memory = estimate_memory(header.width, header.height * header.frames, header.channels, scale,
                                  learned=learned, halo=halo, body_bytes=body_bytes)
-        work_ms = self.costs.predict_ms(method, scale, header.width, header.height, fmt)
+        work_ms = self.costs.predict_ms(method, scale, header.width, header.height * header.frames, fmt)
         return RequestCost(memory, None if work_ms is None else work_ms / 1000, learned)
 
     @asynccontextmanager

@@ -14,6 +14,7 @@ because what is valid depends on what this server offers; reading the body is HT
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import time
 from collections.abc import Awaitable, Callable
@@ -24,7 +25,7 @@ import mimeparse
 import numpy as np
 import torch
 
-from service.config import OUTPUT_FORMATS, SCALES
+from service.config import OUTPUT_FORMATS, SCALES, Settings
 from service.errors import InvalidParameter
 from service.imaging.codec import (
     MEDIA_TYPES,
@@ -33,6 +34,7 @@ from service.imaging.codec import (
     check_format_limits,
     decode,
     encode,
+    encode_animation,
     probe,
 )
 from service.imaging.gain import proxy_gain_db
@@ -106,6 +108,7 @@ class Upscaled:
     auto_note: str | None  # why ``auto`` chose ``method``
     input_size: tuple[int, int]  # (width, height)
     output_size: tuple[int, int]
+    frames: int  # 1 for a still image
     stages: dict[str, float]  # seconds: decode, queue, infer, post, encode
 
 
@@ -146,14 +149,18 @@ def output_format(request: UpscaleRequest, accept: str, input_format: str) -> st
     return min(tied, key=position)
 
 
+def _limits(settings: Settings) -> dict[str, int]:
+    return {"max_input_pixels": settings.max_input_pixels, "max_output_pixels": settings.max_output_pixels,
+            "max_frames": settings.max_frames, "max_total_output_pixels": settings.max_total_output_pixels}
+
+
 def price(runtime: Runtime, data: bytes, request: UpscaleRequest, accept: str = "") -> tuple[ImageHeader, RequestCost]:
     """The image's header and what upscaling it will cost, from the header alone (microseconds,
     so it runs on the event loop); the same 4xx as decoding for a bad or oversized image."""
     settings = runtime.settings
-    header = probe(data, scale=request.scale, max_input_pixels=settings.max_input_pixels,
-                   max_output_pixels=settings.max_output_pixels)
+    header = probe(data, scale=request.scale, **_limits(settings))
     fmt = output_format(request, accept, header.format)
-    check_format_limits(header.width, header.height, request.scale, fmt)
+    check_format_limits(header.width, header.height, request.scale, fmt, header.frames)
     return header, runtime.cost_of(header, request.method, request.scale, len(data), fmt)
 
 
@@ -170,8 +177,7 @@ async def upscale(
     settings, metrics = runtime.settings, runtime.metrics
     started = time.monotonic()
     decoded = await runtime.codec_pool.run(
-        functools.partial(decode, data, scale=request.scale, max_input_pixels=settings.max_input_pixels,
-                          max_output_pixels=settings.max_output_pixels),
+        functools.partial(decode, data, scale=request.scale, **_limits(settings)),
         size=len(data), deadline=deadline,
     )
     decoded_at = time.monotonic()
@@ -180,23 +186,33 @@ async def upscale(
     method, note = request.method, None
     if request.auto is not None:
         method, note = await _auto(runtime, request, decoded, fmt)
-    processed = await upscale_pixels(
-        runtime, decoded.pixels, decoded.mode, request.scale, method, deadline,
-        align_corners=request.align_corners, abandoned=abandoned,
-    )
+    # Every frame at once: their tiles share the batcher's batches with each other and with
+    # everyone else's; one failing frame cancels the rest (the TaskGroup).
+    async with asyncio.TaskGroup() as group:
+        tasks = [group.create_task(upscale_pixels(
+            runtime, frame, decoded.mode, request.scale, method, deadline,
+            align_corners=request.align_corners, abandoned=abandoned,
+        )) for frame in decoded.frames]
+    frames = [task.result() for task in tasks]
+    processed = frames[0]
+    queue_s = max(f.queue_s for f in frames)
+    infer_s = sum(f.infer_s for f in frames)
     processed_at = time.monotonic()
     quality = request.quality or (settings.webp_quality if fmt == "webp" else settings.jpeg_quality)
-    body = await runtime.codec_pool.run(
-        functools.partial(encode, processed.pixels, decoded.mode, fmt, quality=quality,
-                          png_compress_level=settings.png_compress_level, icc_profile=decoded.icc_profile,
-                          png_encoder=settings.png_encoder),
-        size=processed.pixels.size, deadline=deadline,
-    )
+    if decoded.animation is None:
+        encoding = functools.partial(encode, processed.pixels, decoded.mode, fmt, quality=quality,
+                                     png_compress_level=settings.png_compress_level,
+                                     icc_profile=decoded.icc_profile, png_encoder=settings.png_encoder)
+    else:
+        encoding = functools.partial(encode_animation, [f.pixels for f in frames], decoded.mode, fmt,
+                                     decoded.animation, quality=quality,
+                                     png_compress_level=settings.png_compress_level)
+    body = await runtime.codec_pool.run(encoding, size=processed.pixels.size * len(frames), deadline=deadline)
     finished = time.monotonic()
     metrics.encode_duration.labels(format=fmt).observe(finished - processed_at)
     # What this request cost apart from waiting: the cost model learns from it.
-    runtime.costs.observe(method, request.scale, decoded.width, decoded.height, fmt,
-                          (finished - started - processed.queue_s) * 1000)
+    runtime.costs.observe(method, request.scale, decoded.width, decoded.height * len(frames), fmt,
+                          (finished - started - queue_s) * 1000)
     height, width = processed.pixels.shape[:2]
     return Upscaled(
         body=body,
@@ -207,11 +223,12 @@ async def upscale(
         auto_note=note,
         input_size=(decoded.width, decoded.height),
         output_size=(int(width), int(height)),
+        frames=len(frames),
         stages={
             "decode": decoded_at - started,
-            "queue": processed.queue_s,
-            "infer": processed.infer_s,
-            "post": processed_at - decoded_at - processed.queue_s - processed.infer_s,
+            "queue": queue_s,
+            "infer": infer_s,
+            "post": max(0.0, processed_at - decoded_at - queue_s - infer_s),
             "encode": finished - processed_at,
         },
     )
