@@ -40,6 +40,7 @@ class Problem(BaseModel):
 _DESCRIPTIONS = {
     400: "The body is not a decodable image, or the multipart body cannot be parsed",
     401: "A valid API key is required (`Authorization: Bearer <key>`)",
+    404: "No such resource (a model name or version not in the store)",
     408: "The body did not arrive within `SR_UPLOAD_TIMEOUT_S`",
     413: "The upload or the image is too large (pixels, or memory beyond this server's budget)",
     415: "Unsupported media type or image format",

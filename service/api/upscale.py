@@ -141,6 +141,11 @@ async def upscale(
     max_latency_ms: float | None = Query(None, gt=0, description="auto: latency budget"),
     min_psnr_db: float | None = Query(None, ge=0, description="auto: quality floor (Set14 PSNR)"),
     objective: Literal["quality", "speed"] = Query("quality", description="auto: what to maximise"),
+    model: str | None = Query(
+        None, description="a model version, name or name@version (GET /v2/models/{name}); it sets "
+        "method and scale (any given must agree). Default: the newest of the method at the scale",
+        max_length=200,
+    ),
 ) -> Response:
     """Upscale the image in the body (raw bytes or multipart field ``image``)."""
     started = time.monotonic()
@@ -150,8 +155,17 @@ async def upscale(
         "request_id": request_id_of(request.scope), "method": method, "scale": scale
     }
     try:
+        card = None
+        if model is not None:
+            given = request.query_params
+            card, scale, method = upscaler.resolve_model(
+                runtime.models, model, scale if "scale" in given else None,
+                method if "method" in given else None,
+            )
         params = upscaler.validate(runtime.offered(), scale, method, format, quality, align_corners,
                                    AutoParams(max_latency_ms, min_psnr_db, objective))
+        if card is not None:
+            params = upscaler.with_model(params, card)
         labels = {"method": params.method, "scale": str(params.scale)}
         data = await _read_upload(runtime, request)
         read_s = time.monotonic() - started

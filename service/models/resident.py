@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -11,7 +12,7 @@ from torch import nn
 
 from service.models.backends import Runner, choose_runner
 from service.models.espcn import SubPixelDeconv
-from service.models.store import ModelCard, ModelStoreError, discover, load_weights
+from service.models.store import ModelCard, ModelStoreError, discover_versions, load_weights
 
 log = logging.getLogger(__name__)
 
@@ -45,11 +46,25 @@ class ResidentModel:
         return self.card.ref
 
 
-class ModelSet:
-    """Every loaded model; built once in the app's lifespan, read-only afterwards."""
+def _served(card: ModelCard, device: torch.device, dtype: torch.dtype) -> nn.Module:
+    """The card's weights as the module that serves them: checked, loaded, folded, on device."""
+    module = load_weights(card)
+    if hasattr(module, "fold"):
+        # A re-parameterisable network is stored in its training form and served folded into
+        # plain convolutions (service.models.ecb).
+        module = module.fold()
+    return module.to(device=device, dtype=dtype).eval()
 
-    def __init__(self, models: list[ResidentModel]) -> None:
+
+class ModelSet:
+    """The newest version of every model, resident from start-up (read-only afterwards), and
+    every older version of the store, loaded on first use (``versioned``)."""
+
+    def __init__(self, models: list[ResidentModel], versions: dict[str, list[ModelCard]] | None = None) -> None:
         self._models = {(m.method, m.scale): m for m in models}
+        self.versions = versions or {}  # name -> cards, oldest first
+        self._older: dict[str, ResidentModel] = {}  # ref -> loaded on first use
+        self._loading = threading.Lock()
 
     @classmethod
     def load(
@@ -65,7 +80,8 @@ class ModelSet:
     ) -> ModelSet:
         """Every newest model of the store on ``device``; ``backend`` (``models.backends``)
         chooses what runs their batches, timed on ``batch`` tiles of ``tile`` px for auto."""
-        cards = discover(store)
+        versions = discover_versions(store)
+        cards = [found[-1] for found in versions.values()]
         if not cards:
             raise ModelStoreError(f"model store {store} holds no models")
         models: list[ResidentModel] = []
@@ -77,22 +93,48 @@ class ModelSet:
             return ResidentModel(method, card.scale, card, module, device, dtype, runner, info)
 
         for card in cards:
-            module = load_weights(card)
-            if hasattr(module, "fold"):
-                # A re-parameterisable network is stored in its training form and served
-                # folded into plain convolutions (service.models.ecb).
-                module = module.fold()
-            module = module.to(device=device, dtype=dtype).eval()
+            module = _served(card, device, dtype)
             models.append(resident(card.method, card, module))
             if card.arch == "espcn":
                 # Rewritten once here; it shares the body's tensors with the espcn model.
                 twin = SubPixelDeconv(module).to(device=device, dtype=dtype).eval()
                 models.append(resident(DECONV_METHOD, card, twin))
             log.info("loaded %s (%s x%d) on %s as %s", card.ref, card.arch, card.scale, device, dtype)
-        return cls(models)
+        return cls(models, versions)
 
     def get(self, method: str, scale: int) -> ResidentModel | None:
         return self._models.get((method, scale))
+
+    def card(self, name: str, version: str | None = None) -> ModelCard | None:
+        """A model's card by name and version (None: the newest)."""
+        cards = self.versions.get(name, [])
+        if version is None:
+            return cards[-1] if cards else None
+        return next((c for c in cards if c.version == version), None)
+
+    def resident(self, card: ModelCard) -> ResidentModel | None:
+        """The model serving ``card`` if it is loaded: the newest at start-up, an older one
+        once something asked for it."""
+        newest = self._models.get((card.method, card.scale))
+        if newest is not None and newest.card.ref == card.ref:
+            return newest
+        return self._older.get(card.ref)
+
+    def versioned(self, card: ModelCard) -> ResidentModel:
+        """The model serving ``card``, loading an older version on first use (blocking: call
+        it off the event loop). Older versions run on torch eager, with no ONNX session: they
+        cost their weights (0.1-0.5 MB for the shipped ones) and a load of tens of ms."""
+        loaded = self.resident(card)
+        if loaded is not None:
+            return loaded
+        newest = self._models[(card.method, card.scale)]
+        with self._loading:
+            if card.ref not in self._older:
+                module = _served(card, newest.device, newest.dtype)
+                self._older[card.ref] = ResidentModel(card.method, card.scale, card, module,
+                                                      newest.device, newest.dtype)
+                log.info("loaded %s on first use", card.ref)
+            return self._older[card.ref]
 
     def __iter__(self):  # type: ignore[no-untyped-def]
         return iter(self._models.values())

@@ -84,19 +84,24 @@ def _version_key(version: str) -> tuple[int, str]:
     return (int(version), "") if version.isdigit() else (-1, version)
 
 
-def discover(root: Path) -> list[ModelCard]:
-    """The newest version of every model under ``root``."""
+def discover_versions(root: Path) -> dict[str, list[ModelCard]]:
+    """Every version of every model under ``root``: name -> cards, oldest first."""
     if not root.is_dir():
         raise ModelStoreError(f"model store {root} does not exist")
-    cards = []
+    found: dict[str, list[ModelCard]] = {}
     for model_dir in sorted(p for p in root.iterdir() if p.is_dir()):
         versions = sorted(
             (p for p in model_dir.iterdir() if (p / CARD_FILE).exists()),
             key=lambda p: _version_key(p.name),
         )
         if versions:
-            cards.append(ModelCard.read(versions[-1]))
-    return cards
+            found[model_dir.name] = [ModelCard.read(v) for v in versions]
+    return found
+
+
+def discover(root: Path) -> list[ModelCard]:
+    """The newest version of every model under ``root``."""
+    return [cards[-1] for cards in discover_versions(root).values()]
 
 
 def load_weights(card: ModelCard) -> nn.Module:

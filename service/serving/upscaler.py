@@ -15,6 +15,7 @@ because what is valid depends on what this server offers; reading the body is HT
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import time
 from collections.abc import Awaitable, Callable
@@ -45,6 +46,8 @@ from service.imaging.planes import (
     split_for_model,
 )
 from service.imaging.resamplers import CLASSICAL_METHODS
+from service.models.resident import ModelSet
+from service.models.store import ModelCard
 from service.serving.admission import RequestCost
 from service.serving.choice import ChoiceRequest
 from service.serving.runtime import Runtime
@@ -70,6 +73,28 @@ class UpscaleRequest:
     quality: int | None = None
     align_corners: bool = False
     auto: AutoParams | None = None
+    model: ModelCard | None = None  # a version asked for by name (``model=name@version``)
+
+
+def resolve_model(
+    models: ModelSet, model: str, scale: int | None, method: str | None
+) -> tuple[ModelCard, int, str]:
+    """``name`` or ``name@version`` -> its card, scale and method. A ``scale`` or ``method``
+    also given must agree with the model's."""
+    name, _, version = model.partition("@")
+    card = models.card(name, version or None)
+    if card is None:
+        known = models.versions.get(name)
+        if known:
+            listed = ", ".join(c.version for c in known)
+            raise InvalidParameter(f"{name} has no version {version!r}; it has {listed}")
+        raise InvalidParameter(f"no model named {name!r}; GET /v1/models lists them, "
+                               f"GET /v2/models/{{name}} their versions")
+    if scale is not None and scale != card.scale:
+        raise InvalidParameter(f"{card.ref} is a x{card.scale} model; scale={scale} was asked")
+    if method is not None and method != card.method:
+        raise InvalidParameter(f"{card.ref} serves method {card.method}; method={method} was asked")
+    return card, card.scale, card.method
 
 
 def validate(
@@ -94,6 +119,10 @@ def validate(
     if quality is not None and not 1 <= quality <= 100:
         raise InvalidParameter(f"quality must be between 1 and 100, got {quality}")
     return UpscaleRequest(scale, method, fmt, quality, align_corners, auto if method == AUTO else None)
+
+
+def with_model(request: UpscaleRequest, card: ModelCard) -> UpscaleRequest:
+    return dataclasses.replace(request, model=card)
 
 
 @dataclass(frozen=True)
@@ -191,7 +220,7 @@ async def upscale(
     async with asyncio.TaskGroup() as group:
         tasks = [group.create_task(upscale_pixels(
             runtime, frame, decoded.mode, request.scale, method, deadline,
-            align_corners=request.align_corners, abandoned=abandoned,
+            align_corners=request.align_corners, abandoned=abandoned, card=request.model,
         )) for frame in decoded.frames]
     frames = [task.result() for task in tasks]
     processed = frames[0]
@@ -244,6 +273,7 @@ async def upscale_pixels(
     *,
     align_corners: bool = False,
     abandoned: Callable[[], Awaitable[object]] | None = None,
+    card: ModelCard | None = None,
 ) -> Processed:
     """Decoded (H, W, C) uint8 pixels in, upscaled pixels out: a resampler on every channel,
     or the network on Y through the batcher with Cb/Cr/alpha bicubic around it."""
@@ -254,6 +284,9 @@ async def upscale_pixels(
         out = await cpu(functools.partial(classical_upscale, pixels, scale, method, align_corners=align_corners))
         return Processed(out, 0.0, time.monotonic() - started, None)
     model = runtime.models.get(method, scale)
+    if card is not None and (model is None or model.card.ref != card.ref):
+        # An older version: loaded on first use, off the event loop.
+        model = await runtime.codec_pool.run(functools.partial(runtime.models.versioned, card))
     if model is None:
         raise InvalidParameter(f"{method} is not offered at x{scale}")
     model_input = await cpu(functools.partial(split_for_model, pixels, mode, scale))
