@@ -204,6 +204,8 @@ async def prediction_accuracy(url: str, scale: int, concurrency: int, requests: 
 CONFIGS = {
     "torch": {"SR_BACKEND": "torch"},
     "onnxruntime": {"SR_BACKEND": "onnxruntime"},
+    # One inference thread: the other core is left to decode, colour work and encode.
+    "onnxruntime-1thread": {"SR_BACKEND": "onnxruntime", "SR_TORCH_THREADS": "1"},
     "torch-nobatch": {"SR_BACKEND": "torch", "SR_MAX_BATCH_SIZE": "1"},
     # The PNG encoder's share: every PNG through Pillow at SR_PNG_COMPRESS_LEVEL instead of fpng.
     "torch-pillowpng": {"SR_BACKEND": "torch", "SR_PNG_ENCODER": "pillow"},
