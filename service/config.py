@@ -71,6 +71,14 @@ class Settings(BaseSettings):
     max_total_output_pixels: int = Field(
         8192 * 8192, ge=1, description="output pixels over all frames of an animation"
     )
+    max_video_duration_s: float = Field(60.0, gt=0, description="of a video, from its header")
+    max_video_frames: int = Field(1800, ge=1, description="of a video, from its header and while decoding")
+    max_video_output_pixels_per_s: float = Field(
+        1920 * 1080 * 30, gt=0, description="output width x height x frame rate of a video"
+    )
+    video_chunk_frames: int = Field(
+        8, ge=1, description="video frames decoded, upscaled and encoded at a time: bounds memory"
+    )
 
     api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
     docs: bool = Field(

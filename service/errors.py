@@ -71,6 +71,10 @@ class ImageTooLarge(ServiceError):
     status, code, title = 413, "image_too_large", "The image has too many pixels"
 
 
+class VideoTooLarge(ServiceError):
+    status, code, title = 413, "video_too_large", "The video is over a limit"
+
+
 class HeaderTooLarge(ServiceError):
     status, code, title = 431, "header_too_large", "The request headers are too large"
 

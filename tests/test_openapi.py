@@ -33,12 +33,13 @@ def schema_of(client: TestClient) -> dict[str, Any]:
 def test_the_upscale_body_answers_and_errors_are_documented(client: TestClient) -> None:
     operation = schema_of(client)["paths"]["/v1/upscale"]["post"]
     body = operation["requestBody"]["content"]
-    for media in ("image/png", "image/jpeg", "image/webp", "application/octet-stream"):
+    videos = {"video/mp4", "video/webm", "video/quicktime"}
+    for media in ("image/png", "image/jpeg", "image/webp", "image/gif", *videos, "application/octet-stream"):
         assert body[media]["schema"] == {"type": "string", "format": "binary"}
     assert body["multipart/form-data"]["schema"]["properties"]["image"]["format"] == "binary"
     ok = operation["responses"]["200"]["content"]
-    assert set(ok) == {"image/png", "image/jpeg", "image/webp"}
-    for status in ("400", "413", "415", "422", "500", "503", "504"):
+    assert set(ok) == {"image/png", "image/jpeg", "image/webp", *videos}
+    for status in ("400", "408", "413", "415", "422", "500", "503", "504"):
         assert operation["responses"][status]["content"] == {"application/problem+json": {"schema": PROBLEM}}
     assert "Retry-After" in operation["responses"]["503"]["headers"]
 

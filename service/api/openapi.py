@@ -19,6 +19,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
 from service.imaging.codec import MEDIA_TYPES
+from service.imaging.video import VIDEO_MEDIA_TYPES
 
 PROBLEM_JSON = "application/problem+json"
 PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
@@ -71,14 +72,15 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
 
 def upscale_request_body() -> dict[str, Any]:
     """``openapi_extra`` of ``POST /v1/upscale``: the image raw, or as multipart field ``image``."""
-    raw = {media: {"schema": BINARY} for media in (*MEDIA_TYPES.values(), "image/gif", "application/octet-stream")}
+    raw = {media: {"schema": BINARY} for media in (*MEDIA_TYPES.values(), "image/gif", *VIDEO_MEDIA_TYPES,
+                                                   "application/octet-stream")}
     multipart = {"schema": {
         "type": "object", "required": ["image"], "properties": {"image": {**BINARY, "description": "the image file"}},
     }}
     return {"requestBody": {
         "required": True,
-        "description": "a PNG, JPEG, WebP or GIF image, still or animated: the raw bytes, or "
-                       "multipart/form-data with a file field `image`",
+        "description": "a PNG, JPEG, WebP or GIF image, still or animated, or an MP4, WebM or "
+                       "QuickTime video: the raw bytes, or multipart/form-data with a file field `image`",
         "content": {**raw, "multipart/form-data": multipart},
     }}
 
@@ -86,8 +88,8 @@ def upscale_request_body() -> dict[str, Any]:
 def upscale_ok_response() -> dict[str, Any]:
     header = {"schema": {"type": "string"}}
     return {
-        "description": "The upscaled image",
-        "content": {media: {"schema": BINARY} for media in MEDIA_TYPES.values()},
+        "description": "The upscaled image (or video, in the input's container)",
+        "content": {media: {"schema": BINARY} for media in (*MEDIA_TYPES.values(), *VIDEO_MEDIA_TYPES)},
         "headers": {
             "X-SR-Method": {**header, "description": "the method that ran (auto resolved)"},
             "X-SR-Model": {**header, "description": "name@version of the network, when one ran"},

@@ -33,6 +33,7 @@ from service.errors import (
     ServiceError,
     UnsupportedMediaType,
 )
+from service.imaging.video import VIDEO_MEDIA_TYPES, looks_like_video
 from service.rounding import ms
 from service.serving import upscaler
 from service.serving.runtime import Runtime
@@ -83,11 +84,11 @@ async def _image_bytes(request: Request, limit: int) -> bytes:
             raise InvalidParameter("the multipart field 'image' must be a file, not text")
         finally:
             await form.close()
-    if content_type.startswith("image/") or content_type in _RAW_TYPES:
+    if content_type.startswith("image/") or content_type in _RAW_TYPES or content_type in VIDEO_MEDIA_TYPES:
         return await _read_body(request, limit)
     raise UnsupportedMediaType(
-        f"Content-Type {content_type!r} is not accepted; send image/*, "
-        "application/octet-stream or multipart/form-data with a field 'image'"
+        f"Content-Type {content_type!r} is not accepted; send image/*, video/mp4, video/webm, "
+        "video/quicktime, application/octet-stream or multipart/form-data with a field 'image'"
     )
 
 
@@ -170,12 +171,21 @@ async def upscale(
         data = await _read_upload(runtime, request)
         read_s = time.monotonic() - started
         accept = request.headers.get("accept", "")
-        header, cost = upscaler.price(runtime, data, params, accept)
-        describe = f"x{params.scale} {params.method} of {header.width}x{header.height}"
-        async with runtime.admission(cost, describe) as deadline:
-            result = await upscaler.upscale(
-                runtime, data, params, deadline, accept=accept, abandoned=lambda: _disconnected(request),
-            )
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if content_type in VIDEO_MEDIA_TYPES or (not content_type.startswith("image/") and looks_like_video(data)):
+            video, cost = upscaler.price_video(runtime, data, params)
+            describe = f"x{params.scale} {params.method} of a {video.width}x{video.height} video"
+            async with runtime.admission(cost, describe) as deadline:
+                result = await upscaler.upscale_video(
+                    runtime, data, params, deadline, abandoned=lambda: _disconnected(request),
+                )
+        else:
+            header, cost = upscaler.price(runtime, data, params, accept)
+            describe = f"x{params.scale} {params.method} of {header.width}x{header.height}"
+            async with runtime.admission(cost, describe) as deadline:
+                result = await upscaler.upscale(
+                    runtime, data, params, deadline, accept=accept, abandoned=lambda: _disconnected(request),
+                )
     except ServiceError as error:
         record_refusal(metrics, labels, record, error, started)
         raise

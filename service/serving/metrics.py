@@ -36,6 +36,7 @@ REJECTION_REASONS = (
     "deadline_exceeded",
     "payload_too_large",
     "image_too_large",
+    "video_too_large",
     "invalid_image",
     "unsupported_media_type",
     "invalid_parameter",

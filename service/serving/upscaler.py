@@ -45,10 +45,18 @@ from service.imaging.planes import (
     merge_from_model,
     split_for_model,
 )
-from service.imaging.resamplers import CLASSICAL_METHODS
-from service.models.resident import ModelSet
+from service.imaging.resamplers import CLASSICAL_METHODS, interpolate
+from service.imaging.video import (
+    FramePlanes,
+    VideoHeader,
+    VideoLimits,
+    VideoReader,
+    VideoWriter,
+    probe_video,
+)
+from service.models.resident import ModelSet, ResidentModel
 from service.models.store import ModelCard
-from service.serving.admission import RequestCost
+from service.serving.admission import RequestCost, estimate_memory
 from service.serving.choice import ChoiceRequest
 from service.serving.runtime import Runtime
 
@@ -323,3 +331,109 @@ async def _auto(
 def _proxy_gain(module: torch.nn.Module, decoded: DecodedImage, scale: int) -> float | None:
     luma, _ = luma_and_rest(decoded.pixels, decoded.mode)
     return proxy_gain_db(module, luma, scale)
+
+
+# -- video -----------------------------------------------------------------------------------------
+
+
+def video_limits(settings: Settings) -> VideoLimits:
+    return VideoLimits(settings.max_input_pixels, settings.max_output_pixels, settings.max_video_duration_s,
+                       settings.max_video_frames, settings.max_video_output_pixels_per_s)
+
+
+def price_video(runtime: Runtime, data: bytes, request: UpscaleRequest) -> tuple[VideoHeader, RequestCost]:
+    """A video's header, its limits checked, and its cost: one chunk of frames in memory at a
+    time (Y, U, V at input and output size), the body, and the answer's bytes."""
+    settings = runtime.settings
+    header = probe_video(data, request.scale, video_limits(settings))
+    chunk = settings.video_chunk_frames
+    halo = max((m.halo for m in runtime.models), default=0)
+    memory = estimate_memory(header.width, header.height * chunk, 2, request.scale, learned=True, halo=halo,
+                             body_bytes=len(data)) + len(data) * request.scale * request.scale
+    return header, RequestCost(memory, None, request.method not in CLASSICAL_METHODS)
+
+
+async def upscale_video(
+    runtime: Runtime,
+    data: bytes,
+    request: UpscaleRequest,
+    deadline: float,
+    *,
+    abandoned: Callable[[], Awaitable[object]] | None = None,
+) -> Upscaled:
+    """A video in, the video upscaled out, a chunk of frames at a time: decode (codec pool) ->
+    every frame's Y through the batcher at once (U, V bicubic) -> encode (codec pool)."""
+    settings = runtime.settings
+    started = time.monotonic()
+    cpu = functools.partial(runtime.codec_pool.run, deadline=deadline)
+    reader = await cpu(functools.partial(VideoReader, data, video_limits(settings), request.scale), size=len(data))
+    method = request.method
+    if request.auto is not None:
+        choice = runtime.choose(ChoiceRequest(
+            width=reader.width, height=reader.height, scale=request.scale, max_latency_ms=None,
+            min_psnr_db=request.auto.min_psnr_db, objective=request.auto.objective, format="png",
+        ))
+        method = choice.method or "bicubic"
+    model = None if method in CLASSICAL_METHODS else runtime.models.get(method, request.scale)
+    if request.model is not None:
+        model = await cpu(functools.partial(runtime.models.versioned, request.model))
+    if model is None and method not in CLASSICAL_METHODS:
+        raise InvalidParameter(f"{method} is not offered at x{request.scale}")
+    queue_s = infer_s = 0.0
+    try:
+        writer = await cpu(functools.partial(VideoWriter, reader, request.scale))
+        size = reader.width * reader.height * request.scale ** 2
+        while True:
+            chunk = await cpu(functools.partial(reader.read, settings.video_chunk_frames), size=size)
+            async with asyncio.TaskGroup() as group:
+                tasks = [group.create_task(_upscale_yuv(runtime, f, request.scale, method, model, deadline,
+                                                        abandoned)) for f in chunk.frames]
+            upscaled = [task.result() for task in tasks]
+            queue_s += max((u[1] for u in upscaled), default=0.0)
+            infer_s += sum(u[2] for u in upscaled)
+            await cpu(functools.partial(writer.write, [u[0] for u in upscaled], chunk.audio), size=size)
+            if chunk.done:
+                break
+        body = await cpu(writer.close, size=size)
+    finally:
+        await runtime.codec_pool.run(reader.close)
+    finished = time.monotonic()
+    out = (reader.width * request.scale, reader.height * request.scale)
+    return Upscaled(
+        body=body, media_type=writer.media_type, format=writer.name, method=method,
+        model_ref=model.ref if model is not None else None, auto_note=None,
+        input_size=(reader.width, reader.height), output_size=out, frames=writer.frames,
+        stages={"decode": 0.0, "queue": queue_s, "infer": infer_s,
+                "post": max(0.0, finished - started - queue_s - infer_s), "encode": 0.0},
+    )
+
+
+async def _upscale_yuv(
+    runtime: Runtime, planes: FramePlanes, scale: int, method: str, model: ResidentModel | None,
+    deadline: float, abandoned: Callable[[], Awaitable[object]] | None,
+) -> tuple[FramePlanes, float, float]:
+    """One frame: Y through the network (or the resampler), U and V bicubic."""
+    cpu = functools.partial(runtime.codec_pool.run, size=planes.y.size * scale * scale, deadline=deadline)
+    luma = torch.from_numpy(planes.y).to(torch.float32)
+    if model is not None:
+        result = await runtime.batcher.run(model, luma, deadline, abandoned=abandoned)
+        y, queue_s, infer_s = result.plane, result.queue_s, result.infer_s
+    else:
+        y = await cpu(functools.partial(_resample_plane, luma, scale, method))
+        queue_s = infer_s = 0.0
+    u, v = await cpu(functools.partial(_chroma, planes, scale))
+    return FramePlanes(await cpu(functools.partial(_to_uint8, y)), u, v, planes.pts), queue_s, infer_s
+
+
+def _resample_plane(plane: torch.Tensor, scale: int, method: str) -> torch.Tensor:
+    return interpolate(plane[None, None], scale, method)[0, 0]
+
+
+def _chroma(planes: FramePlanes, scale: int) -> tuple[np.ndarray, np.ndarray]:
+    uv = torch.from_numpy(np.stack([planes.u, planes.v]))[None].to(torch.float32)
+    up = interpolate(uv, scale, "bicubic")[0].round_().clamp_(0, 255).to(torch.uint8).numpy()
+    return up[0], up[1]
+
+
+def _to_uint8(plane: torch.Tensor) -> np.ndarray:
+    return plane.round().clamp(0, 255).to(torch.uint8).numpy()
