@@ -14,7 +14,7 @@ import torch
 from fastapi.testclient import TestClient
 
 from service.imaging.borders import upscale_plane
-from service.imaging.synthetic import pattern
+from service.imaging.synthetic import synthetic_video as _synthetic
 
 from .helpers import assert_problem, post
 
@@ -23,40 +23,8 @@ FRAMES = 18
 SIZE = (64, 48)  # width, height
 
 
-def synthetic_video(container: str = "mp4", frames: int = FRAMES, size: tuple[int, int] = SIZE,
-                    fps: int = FPS, audio: bool = True) -> bytes:
-    """A moving test picture and a 440 Hz tone, written by PyAV (H.264 + AAC, or VP9 + Opus)."""
-    codec, audio_codec = {"mp4": ("libx264", "aac"), "webm": ("libvpx-vp9", "libopus")}[container]
-    buffer = io.BytesIO()
-    with av.open(buffer, mode="w", format=container) as out:
-        video = out.add_stream(codec, rate=fps, options={"crf": "10"} if container == "mp4" else {})
-        video.width, video.height = size
-        video.pix_fmt = "yuv420p"
-        sound = out.add_stream(audio_codec, rate=48000) if audio else None
-        if sound is not None:
-            sound.layout = "mono"
-        base = pattern(size[0] * 2, size[1], seed=3)
-        for i in range(frames):
-            picture = np.ascontiguousarray(base[:, i * 2 : i * 2 + size[0]])
-            frame = av.VideoFrame.from_ndarray(picture, format="rgb24")
-            frame.pts = i
-            for packet in video.encode(frame):
-                out.mux(packet)
-        for packet in video.encode(None):
-            out.mux(packet)
-        if sound is not None:
-            samples = int(48000 * frames / fps)
-            t = np.arange(samples) / 48000
-            tone = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)[None]
-            chunk = 960
-            for start in range(0, samples - chunk + 1, chunk):
-                frame = av.AudioFrame.from_ndarray(tone[:, start:start + chunk], format="flt", layout="mono")
-                frame.sample_rate, frame.pts = 48000, start
-                for packet in sound.encode(frame):
-                    out.mux(packet)
-            for packet in sound.encode(None):
-                out.mux(packet)
-    return buffer.getvalue()
+def synthetic_video(container: str = "mp4", frames: int = FRAMES, audio: bool = True) -> bytes:
+    return _synthetic(container, frames=frames, size=SIZE, fps=FPS, audio=audio)
 
 
 def describe(data: bytes) -> dict[str, Any]:
