@@ -163,3 +163,14 @@ def test_frames_share_batches(make_client: Any) -> None:
     count = float(re.search(r'sr_batch_size_count\{method="espcn",scale="2"\} (\S+)', metrics)[1])  # type: ignore[index]
     tiles = float(re.search(r'sr_batch_size_sum\{method="espcn",scale="2"\} (\S+)', metrics)[1])  # type: ignore[index]
     assert tiles == 8 and count < 8  # eight one-tile frames in fewer batches than frames
+
+
+def test_a_failing_frame_is_the_requests_own_problem(make_client: Any) -> None:
+    """One frame's fault answers as that fault (not a generic 500 from the frames' task group)."""
+    def broken(model: Any, batch: Any, mask: Any = None) -> Any:
+        raise RuntimeError("injected fault")
+
+    client = make_client(run_batch=broken)
+    assert_problem(post(client, animation("PNG", frames_of()), "image/png", scale=2), 500, "inference_failed")
+    slow = make_client(run_batch=lambda *a: __import__("time").sleep(0.5), request_timeout_s=0.2)
+    assert_problem(post(slow, animation("PNG", frames_of()), "image/png", scale=2), 504, "deadline_exceeded")

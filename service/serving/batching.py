@@ -9,7 +9,9 @@ Scheduling: a batch goes to the device at once when the device is idle and tiles
 While a batch runs, the next one is collected and sealed when it is full, when its oldest
 tile has waited ``max_batch_delay_ms``, or when the device frees up; it then waits in the
 worker's queue so the device never idles between batches (two batches in flight at most).
-Tiles are taken oldest first, from the model of the oldest queued tile.
+A batch is for the model of the oldest queued tile; its tiles are taken round robin over that
+model's requests, oldest request first, so a small request is not queued behind every tile of
+a large image or a video chunk.
 
 Callers see one awaitable, :meth:`Batcher.run` (Ray Serve's shape): it queues a plane, waits
 for its result, the request's absolute deadline or the caller abandoning it, whichever comes
@@ -242,6 +244,10 @@ class Batcher:
         batch are skipped on the device thread. Nothing to do for a finished job."""
         if not job.done:
             job.future.cancel()
+        elif not job.future.cancelled():
+            # Its caller may have been cancelled before reading it (a sibling frame failed
+            # first): the outcome is consumed here, so asyncio does not report it as lost.
+            job.future.exception()
         if any(w.job is job for w in self._queue):
             self._queue = collections.deque(w for w in self._queue if w.job is not job)
 
@@ -289,15 +295,28 @@ class Batcher:
         if not self._queue:
             return []
         model = self._queue[0].job.model
-        batch: list[TileWork] = []
+        # Round robin over the requests of that model, oldest request first: a request of one
+        # tile queued behind a video chunk's fifty goes into the next batch, not the ninth.
+        by_job: dict[Job, collections.deque[TileWork]] = {}
         kept: collections.deque[TileWork] = collections.deque()
-        while self._queue and len(batch) < self.max_batch_tiles:
-            work = self._queue.popleft()
+        for work in self._queue:
             if self._expired_or_done(work.job, now):
                 continue
-            (batch if work.job.model is model else kept).append(work)
-        kept.extend(self._queue)
-        self._queue = kept
+            if work.job.model is model:
+                by_job.setdefault(work.job, collections.deque()).append(work)
+            else:
+                kept.append(work)
+        batch: list[TileWork] = []
+        queues = list(by_job.values())
+        while queues and len(batch) < self.max_batch_tiles:
+            for tiles in queues:
+                if len(batch) < self.max_batch_tiles:
+                    batch.append(tiles.popleft())
+            queues = [tiles for tiles in queues if tiles]
+        taken = {id(work) for work in batch}
+        self._queue = collections.deque(
+            w for w in self._queue if id(w) not in taken and not w.job.done and w.job.deadline >= now
+        )
         return batch
 
     @staticmethod

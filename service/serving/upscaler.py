@@ -18,9 +18,9 @@ import asyncio
 import dataclasses
 import functools
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal, TypeVar
 
 import mimeparse
 import numpy as np
@@ -61,6 +61,7 @@ from service.serving.choice import ChoiceRequest
 from service.serving.runtime import Runtime
 
 AUTO = "auto"
+T = TypeVar("T")
 FORMAT_ALIASES = {"jpg": "jpeg", **{f: f for f in OUTPUT_FORMATS}}
 
 
@@ -186,6 +187,19 @@ def output_format(request: UpscaleRequest, accept: str, input_format: str) -> st
     return min(tied, key=position)
 
 
+async def all_of(steps: list[Coroutine[Any, Any, T]]) -> list[T]:
+    """Run a request's steps (its frames) side by side; the first to fail cancels the rest and
+    is the request's answer, as itself: a ServiceError must not become an ExceptionGroup (a 500)."""
+    if len(steps) == 1:
+        return [await steps[0]]
+    try:
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(step) for step in steps]
+    except ExceptionGroup as failed:
+        raise failed.exceptions[0] from None
+    return [task.result() for task in tasks]
+
+
 def _limits(settings: Settings) -> dict[str, int]:
     return {"max_input_pixels": settings.max_input_pixels, "max_output_pixels": settings.max_output_pixels,
             "max_frames": settings.max_frames, "max_total_output_pixels": settings.max_total_output_pixels}
@@ -224,13 +238,11 @@ async def upscale(
     if request.auto is not None:
         method, note = await _auto(runtime, request, decoded, fmt)
     # Every frame at once: their tiles share the batcher's batches with each other and with
-    # everyone else's; one failing frame cancels the rest (the TaskGroup).
-    async with asyncio.TaskGroup() as group:
-        tasks = [group.create_task(upscale_pixels(
-            runtime, frame, decoded.mode, request.scale, method, deadline,
-            align_corners=request.align_corners, abandoned=abandoned, card=request.model,
-        )) for frame in decoded.frames]
-    frames = [task.result() for task in tasks]
+    # everyone else's.
+    frames = await all_of([upscale_pixels(
+        runtime, frame, decoded.mode, request.scale, method, deadline,
+        align_corners=request.align_corners, abandoned=abandoned, card=request.model,
+    ) for frame in decoded.frames])
     processed = frames[0]
     queue_s = max(f.queue_s for f in frames)
     infer_s = sum(f.infer_s for f in frames)
@@ -385,13 +397,16 @@ async def upscale_video(
         size = reader.width * reader.height * request.scale ** 2
         while True:
             chunk = await cpu(functools.partial(reader.read, settings.video_chunk_frames), size=size)
-            async with asyncio.TaskGroup() as group:
-                tasks = [group.create_task(_upscale_yuv(runtime, f, request.scale, method, model, deadline,
-                                                        abandoned)) for f in chunk.frames]
-            upscaled = [task.result() for task in tasks]
+            upscaled = await all_of([_upscale_yuv(runtime, f, request.scale, method, model, deadline, abandoned)
+                                     for f in chunk.frames])
             queue_s += max((u[1] for u in upscaled), default=0.0)
             infer_s += sum(u[2] for u in upscaled)
-            await cpu(functools.partial(writer.write, [u[0] for u in upscaled], chunk.audio), size=size)
+            # One frame per job: an encode of a whole chunk held a codec thread for a second,
+            # and a thumbnail's job waited behind it.
+            for i, (planes, _, _) in enumerate(upscaled):
+                await cpu(functools.partial(writer.write, [planes], chunk.audio if i == 0 else []), size=size)
+            if not upscaled and chunk.audio:
+                await cpu(functools.partial(writer.write, [], chunk.audio), size=size)
             if chunk.done:
                 break
         body = await cpu(writer.close, size=size)
