@@ -227,6 +227,28 @@ def reference(body: bytes, scale: int, n: int) -> dict[str, Any] | None:
     return result
 
 
+def _network_counters(url: str, method: str, scale: int) -> tuple[float, float]:
+    """(seconds the device spent on batches, tiles run) for one model, from /metrics."""
+    text = httpx.get(url + "/metrics", timeout=30).text
+    labels = f'{{method="{method}",scale="{scale}"}}'
+    values = []
+    for family in ("sr_inference_duration_seconds_sum", "sr_batch_size_sum"):
+        line = next(line for line in text.splitlines() if line.startswith(family + labels))
+        values.append(float(line.rsplit(" ", 1)[1]))
+    return values[0], values[1]
+
+
+def network_gflops(url: str, before: tuple[float, float], size: int, scale: int, tile: int = 128) -> float:
+    """The network's GFLOP/s over a load run: 2 x multiply-adds per LR pixel x the canvas each
+    tile ran on (its window: the tile or the whole padded image, and the halo) x tiles / the
+    device's seconds, from the server's own counters (sr_inference_duration, sr_batch_size)."""
+    seconds, tiles = (a - b for a, b in zip(_network_counters(url, "espcn", scale), before, strict=True))
+    model = next(m for m in httpx.get(url + "/v1/models", timeout=30).json()["models"]
+                 if m["method"] == "espcn" and m["scale"] == scale)
+    side = min(size, tile) + 2 * model["halo"]
+    return 2 * model["macs_per_lr_pixel"] * side * side * tiles / max(seconds, 1e-9) / 1e9
+
+
 def method_costs(url: str) -> dict[str, dict[str, float | None]]:
     listing = httpx.get(url + "/v1/methods", timeout=30).json()["methods"]
     return {m["name"]: m["ms_per_megapixel"] for m in listing if m["learned"]}
@@ -277,13 +299,15 @@ def main(argv: list[str] | None = None) -> None:
             for size in args.sizes:
                 ref = results["reference"][size]
                 for c in args.concurrency:
+                    before = _network_counters(server.url, "espcn", args.scale)
                     r = asyncio.run(load(server.url, [(bodies[size], size)], c, args.seconds, args.scale))
+                    r["network_gflops"] = network_gflops(server.url, before, size, args.scale)
                     if ref:
                         r["vs_reference"] = r["rps"] / ref["images_per_s"]
                         r["p50_vs_reference_single"] = r["p50_ms"] / ref["ms_per_image"]
                     results["service"].setdefault(label, {}).setdefault(str(size), {})[str(c)] = r
                     print(f"{label} {size}x{size} c={c}: {_fmt(r)} ratio {r.get('vs_reference', float('nan')):.2f} "
-                          f"stages {r['stages_ms_median']}", flush=True)
+                          f"network {r['network_gflops']:.0f} GFLOP/s stages {r['stages_ms_median']}", flush=True)
             if label == args.configs[0]:
                 r = asyncio.run(load(server.url, mixed, 16, args.seconds * 2, args.scale))
                 results["mixed"][label] = r
@@ -292,8 +316,9 @@ def main(argv: list[str] | None = None) -> None:
             server.stop()
 
     print(f"\nsummary (x{args.scale}, PNG, espcn; reference = ref_pipeline.py, best of 1/2/4 threads)")
-    print("| config | size | c | images/s | ratio to reference | p50 ms | p99 ms | p50 / reference single |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| config | size | c | images/s | ratio to reference | p50 ms | p99 ms | p50 / reference single "
+          "| network GFLOP/s |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for size in args.sizes:
         ref = results["reference"][size]
         if ref:
@@ -302,7 +327,8 @@ def main(argv: list[str] | None = None) -> None:
             for c in args.concurrency:
                 r = results["service"][label][str(size)][str(c)]
                 print(f"| {label} | {size} | {c} | {r['rps']:.1f} | {r.get('vs_reference', float('nan')):.2f} | "
-                      f"{r['p50_ms']:.0f} | {r['p99_ms']:.0f} | {r.get('p50_vs_reference_single', float('nan')):.2f} |")
+                      f"{r['p50_ms']:.0f} | {r['p99_ms']:.0f} | {r.get('p50_vs_reference_single', float('nan')):.2f} "
+                      f"| {r['network_gflops']:.0f} |")
     print("\nmedian ms per image by stage (Server-Timing; post = colour split + merge)")
     print("| config | size | c | " + " | ".join(STAGES) + " | answer KB |")
     print("|---|---|---|" + "---|" * (len(STAGES) + 1))

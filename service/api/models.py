@@ -27,6 +27,7 @@ class LoadedModel(BaseModel):
     sha256: str
     parameters: int | None
     macs_per_lr_pixel: int | None
+    halo: int = Field(description="LR pixels of context a tile's window adds on each side")
     backend: str = Field(description="what runs its batches: torch or onnxruntime (SR_BACKEND)")
     backend_timing_ms: dict[str, float] | None = Field(
         None, description="SR_BACKEND=auto: each backend's start-up time on a batch of tiles"
@@ -54,6 +55,7 @@ async def list_models(runtime: RuntimeDep) -> ModelList:
                 sha256=m.card.sha256,
                 parameters=m.card.raw.get("parameters"),
                 macs_per_lr_pixel=m.card.raw.get("macs_per_lr_pixel"),
+                halo=m.halo,
                 backend=str(m.backend["backend"]),
                 backend_timing_ms=m.backend.get("timed_ms"),  # type: ignore[arg-type]
                 benchmarks=m.card.raw.get("benchmarks", {}),
