@@ -15,23 +15,17 @@ from __future__ import annotations
 
 import argparse
 import io
-import re
-from pathlib import Path
 
 import httpx
 from PIL import Image
 
 from benchmarks.run import Server, photo_like
+from benchmarks.soak import memory
 from service.config import Settings
 from service.imaging.resamplers import CLASSICAL_METHODS
 from service.serving.admission import default_budget, estimate_memory
 
 DEFAULT_CASES = ["1024:4:espcn", "1024:4:bicubic", "2048:2:espcn", "2048:4:espcn"]
-
-
-def _status_kib(pid: int, field: str) -> int:
-    text = Path(f"/proc/{pid}/status").read_text()
-    return int(re.search(rf"{field}:\s+(\d+) kB", text)[1])  # type: ignore[index]
 
 
 def _body(side: int) -> bytes:
@@ -54,9 +48,9 @@ def measure(side: int, scale: int, method: str, env: dict[str, str]) -> str:
             query = f"{server.url}/v1/upscale?scale={scale}&method={method}"
             for _ in range(2):
                 client.post(query, content=photo_like(64, seed=2), headers={"Content-Type": "image/png"})
-            before = _status_kib(server.proc.pid, "VmRSS") * 1024
+            before = memory(server.proc.pid)["VmRSS"] * 1024
             answer = client.post(query, content=body, headers={"Content-Type": "application/octet-stream"})
-            grew = _status_kib(server.proc.pid, "VmHWM") * 1024 - before
+            grew = memory(server.proc.pid)["VmHWM"] * 1024 - before
     finally:
         server.stop()
     estimate = estimate_memory(side, side, 3, scale, learned=method not in CLASSICAL_METHODS, halo=4,

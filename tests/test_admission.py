@@ -105,14 +105,10 @@ def test_over_http_memory_refusals_are_503_memory_and_413_for_the_impossible() -
         assert "sr_memory_reserved_bytes 0.0" in metrics
 
 
-def _peak_rss_kib(pid: int) -> int:
+def _status_kib(pid: int, field: str) -> int:
+    """``VmRSS`` (resident now) or ``VmHWM`` (its peak) of a process, in kB."""
     status = Path(f"/proc/{pid}/status").read_text()
-    return int(re.search(r"VmHWM:\s+(\d+) kB", status)[1])  # type: ignore[index]
-
-
-def _rss_kib(pid: int) -> int:
-    status = Path(f"/proc/{pid}/status").read_text()
-    return int(re.search(r"VmRSS:\s+(\d+) kB", status)[1])  # type: ignore[index]
+    return int(re.search(rf"{field}:\s+(\d+) kB", status)[1])  # type: ignore[index]
 
 
 def test_a_large_request_peaks_below_its_estimate_and_the_largest_fit_the_pod(tmp_path: Path) -> None:
@@ -126,11 +122,11 @@ def test_a_large_request_peaks_below_its_estimate_and_the_largest_fit_the_pod(tm
         for _ in range(2):  # lazy initialisation paid, buffers of this shape allocated once
             assert client.post(server.url + "/v1/upscale?scale=4", content=png(64, 64),
                                headers={"Content-Type": "image/png"}).status_code == 200
-        idle = _rss_kib(server.proc.pid) * 1024
+        idle = _status_kib(server.proc.pid, "VmRSS") * 1024
         answer = client.post(server.url + "/v1/upscale?scale=4&method=espcn", content=body,
                              headers={"Content-Type": "image/png"})
         assert answer.status_code == 200
-        grew = _peak_rss_kib(server.proc.pid) * 1024 - idle
+        grew = _status_kib(server.proc.pid, "VmHWM") * 1024 - idle
     estimate = estimate_memory(width, height, 3, 4, learned=True, halo=4, body_bytes=len(body))
     assert 0 < grew <= estimate, f"grew {grew / 2**20:.0f} MiB, estimated {estimate / 2**20:.0f} MiB"
 

@@ -96,12 +96,10 @@ _IMAGE = [TensorMetadata(name="image", datatype="BYTES", shape=[1])]
 
 
 def _card_of(runtime: Any, name: str, version: str | None) -> ModelCard:
-    card = runtime.models.card(name, version)
-    if card is None:
-        known = runtime.models.versions.get(name)
-        if known is None:
-            raise NotFound(f"no model named {name!r}")
-        raise NotFound(f"{name} has no version {version!r}; it has {', '.join(c.version for c in known)}")
+    try:
+        card: ModelCard = runtime.models.lookup(name, version)
+    except LookupError as missing:
+        raise NotFound(missing.args[0]) from None
     return card
 
 

@@ -112,6 +112,21 @@ class ModelSet:
             return cards[-1] if cards else None
         return next((c for c in cards if c.version == version), None)
 
+    def lookup(self, name: str, version: str | None = None) -> ModelCard:
+        """:meth:`card`, or LookupError saying what the store has instead."""
+        card = self.card(name, version)
+        if card is not None:
+            return card
+        known = self.versions.get(name)
+        if not known:
+            raise LookupError(f"no model named {name!r}")
+        raise LookupError(f"{name} has no version {version!r}; it has {', '.join(c.version for c in known)}")
+
+    @property
+    def max_halo(self) -> int:
+        """The widest context any resident network needs (pricing a request before its model)."""
+        return max((m.halo for m in self), default=0)
+
     def resident(self, card: ModelCard) -> ResidentModel | None:
         """The model serving ``card`` if it is loaded: the newest at start-up, an older one
         once something asked for it."""

@@ -204,7 +204,7 @@ class Runtime:
         ``auto`` is priced as its most expensive candidate would be: a network."""
         model = self.models.get(method, scale)
         learned = method not in CLASSICAL_METHODS
-        halo = model.halo if model is not None else max((m.halo for m in self.models), default=0)
+        halo = model.halo if model is not None else self.models.max_halo
         # An animation holds all its frames, decoded and upscaled, until it is encoded.
         memory = estimate_memory(header.width, header.height * header.frames, header.channels, scale,
                                  learned=learned, halo=halo, body_bytes=body_bytes)

@@ -45,7 +45,7 @@ from service.imaging.planes import (
     merge_from_model,
     split_for_model,
 )
-from service.imaging.resamplers import CLASSICAL_METHODS, interpolate
+from service.imaging.resamplers import CLASSICAL_METHODS, interpolate, to_uint8
 from service.imaging.video import (
     FramePlanes,
     VideoHeader,
@@ -91,14 +91,11 @@ def resolve_model(
     """``name`` or ``name@version`` -> its card, scale and method. A ``scale`` or ``method``
     also given must agree with the model's."""
     name, _, version = model.partition("@")
-    card = models.card(name, version or None)
-    if card is None:
-        known = models.versions.get(name)
-        if known:
-            listed = ", ".join(c.version for c in known)
-            raise InvalidParameter(f"{name} has no version {version!r}; it has {listed}")
-        raise InvalidParameter(f"no model named {name!r}; GET /v1/models lists them, "
-                               f"GET /v2/models/{{name}} their versions")
+    try:
+        card = models.lookup(name, version or None)
+    except LookupError as missing:
+        raise InvalidParameter(f"{missing.args[0]}; GET /v1/models lists the models, "
+                               f"GET /v2/models/{{name}} their versions") from None
     if scale is not None and scale != card.scale:
         raise InvalidParameter(f"{card.ref} is a x{card.scale} model; scale={scale} was asked")
     if method is not None and method != card.method:
@@ -303,18 +300,24 @@ async def upscale_pixels(
         started = time.monotonic()
         out = await cpu(functools.partial(classical_upscale, pixels, scale, method, align_corners=align_corners))
         return Processed(out, 0.0, time.monotonic() - started, None)
-    model = runtime.models.get(method, scale)
-    if card is not None and (model is None or model.card.ref != card.ref):
-        # An older version: loaded on first use, off the event loop.
-        model = await runtime.codec_pool.run(functools.partial(runtime.models.versioned, card))
-    if model is None:
-        raise InvalidParameter(f"{method} is not offered at x{scale}")
+    model = await _network_for(runtime, method, scale, card)
     model_input = await cpu(functools.partial(split_for_model, pixels, mode, scale))
     result = await runtime.batcher.run(model, model_input.luma, deadline, abandoned=abandoned)
     if runtime.lifecycle.ready:  # calibration's requests are not traffic
         runtime.metrics.queue_wait.labels(method=method, scale=str(scale)).observe(result.queue_s)
     out = await cpu(functools.partial(merge_from_model, model_input, result.plane))
     return Processed(out, result.queue_s, result.infer_s, model.ref)
+
+
+async def _network_for(runtime: Runtime, method: str, scale: int, card: ModelCard | None) -> ResidentModel:
+    """The network serving ``method`` at ``scale``: the resident newest, or the version asked
+    for, which an older one is loaded for on first use (off the event loop)."""
+    model = runtime.models.get(method, scale)
+    if card is not None and (model is None or model.card.ref != card.ref):
+        model = await runtime.codec_pool.run(functools.partial(runtime.models.versioned, card))
+    if model is None:
+        raise InvalidParameter(f"{method} is not offered at x{scale}")
+    return model
 
 
 async def _auto(
@@ -359,9 +362,8 @@ def price_video(runtime: Runtime, data: bytes, request: UpscaleRequest) -> tuple
     settings = runtime.settings
     header = probe_video(data, request.scale, video_limits(settings))
     chunk = settings.video_chunk_frames
-    halo = max((m.halo for m in runtime.models), default=0)
-    memory = estimate_memory(header.width, header.height * chunk, 2, request.scale, learned=True, halo=halo,
-                             body_bytes=len(data)) + len(data) * request.scale * request.scale
+    memory = estimate_memory(header.width, header.height * chunk, 2, request.scale, learned=True,
+                             halo=runtime.models.max_halo, body_bytes=len(data)) + len(data) * request.scale**2
     return header, RequestCost(memory, None, request.method not in CLASSICAL_METHODS)
 
 
@@ -386,11 +388,7 @@ async def upscale_video(
             min_psnr_db=request.auto.min_psnr_db, objective=request.auto.objective, format="png",
         ))
         method = choice.method or "bicubic"
-    model = None if method in CLASSICAL_METHODS else runtime.models.get(method, request.scale)
-    if request.model is not None:
-        model = await cpu(functools.partial(runtime.models.versioned, request.model))
-    if model is None and method not in CLASSICAL_METHODS:
-        raise InvalidParameter(f"{method} is not offered at x{request.scale}")
+    model = None if method in CLASSICAL_METHODS else await _network_for(runtime, method, request.scale, request.model)
     queue_s = infer_s = 0.0
     try:
         writer = await cpu(functools.partial(VideoWriter, reader, request.scale))
@@ -436,19 +434,15 @@ async def _upscale_yuv(
     else:
         y = await cpu(functools.partial(_resample_plane, luma, scale, method))
         queue_s = infer_s = 0.0
-    u, v = await cpu(functools.partial(_chroma, planes, scale))
-    return FramePlanes(await cpu(functools.partial(_to_uint8, y)), u, v, planes.pts), queue_s, infer_s
+    return await cpu(functools.partial(_finish_frame, planes, y, scale)), queue_s, infer_s
 
 
 def _resample_plane(plane: torch.Tensor, scale: int, method: str) -> torch.Tensor:
     return interpolate(plane[None, None], scale, method)[0, 0]
 
 
-def _chroma(planes: FramePlanes, scale: int) -> tuple[np.ndarray, np.ndarray]:
+def _finish_frame(planes: FramePlanes, y: torch.Tensor, scale: int) -> FramePlanes:
+    """The upscaled Y to 8 bits, U and V bicubic: one codec job per frame."""
     uv = torch.from_numpy(np.stack([planes.u, planes.v]))[None].to(torch.float32)
-    up = interpolate(uv, scale, "bicubic")[0].round_().clamp_(0, 255).to(torch.uint8).numpy()
-    return up[0], up[1]
-
-
-def _to_uint8(plane: torch.Tensor) -> np.ndarray:
-    return plane.round().clamp(0, 255).to(torch.uint8).numpy()
+    u, v = to_uint8(interpolate(uv, scale, "bicubic")[0]).numpy()
+    return FramePlanes(to_uint8(y).numpy(), u, v, planes.pts)
