@@ -17,8 +17,10 @@ from service.imaging.colour import grey_to_studio, rgb_to_ycbcr, studio_to_grey,
 from service.imaging.resamplers import interpolate
 
 # The work is done in strips of rows, each small enough to stay in cache, written into one
-# preallocated uint8 answer. Whole-image float temporaries cost 4.0 GiB and 16 s for a
-# 4096x4096 x2 request (split + merge, one thread); strips are exact, because a resampler's
+# preallocated uint8 answer. With whole-image float temporaries a 4096x4096 x2 request peaked
+# at 4.5 GiB (issue #15); in strips it grows the server by 1.1 GiB, its uint8 answer and the
+# network's float plane among it (python -m benchmarks.memory --cases 4096:2:espcn). Strips
+# are exact, because a resampler's
 # output row reads only a few input rows around it (bit-identical at x2 and x4; at x3 the
 # source coordinate's float rounding differs, which moves a rare value by one level).
 STRIP_OUTPUT_PIXELS = 1 << 18
