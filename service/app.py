@@ -9,13 +9,14 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from service import __version__
-from service.api import health, methods, metrics, models, page, upscale
+from service.api import health, jobs, methods, metrics, models, page, upscale
 from service.api.body_limit import BodyLimitMiddleware
 from service.api.head import HeadAsGetMiddleware
 from service.api.openapi import install_docs, install_openapi
 from service.api.problems import install_problem_handlers
 from service.api.request_id import RequestIdMiddleware
 from service.config import Settings
+from service.jobs.runner import JobRunner
 from service.models.inference import run_network
 from service.serving.batching import RunBatch
 from service.serving.calibration import calibrate
@@ -38,12 +39,20 @@ def create_app(settings: Settings | None = None, *, run_batch: RunBatch = run_ne
                 await runtime.in_codec_pool(runtime.warm_up)
             if settings.calibrate:
                 runtime.costs = await calibrate(runtime)
+            if settings.jobs:
+                runtime.jobs = JobRunner.open(runtime)
+                runtime.jobs.start()
             runtime.lifecycle.ready = True
             log.info("ready on %s (%s)", runtime.device, runtime.dtype)
             yield
-            # The server stopped taking connections; finish what was admitted.
+            # The server stopped taking connections: running jobs go back to the queue (for
+            # another replica, or this one restarted), then what was admitted finishes.
+            if runtime.jobs is not None:
+                await runtime.jobs.stop()
             await runtime.drain(settings.request_timeout_s)
         finally:
+            if runtime.jobs is not None and not runtime.jobs.stopped:
+                await runtime.jobs.stop()
             await runtime.close()
 
     app = FastAPI(
@@ -62,7 +71,7 @@ def create_app(settings: Settings | None = None, *, run_batch: RunBatch = run_ne
     app.add_middleware(RequestIdMiddleware)
     app.add_middleware(HeadAsGetMiddleware)
     # The upload streams under its own limit (SR_MAX_UPLOAD_BYTES); every JSON body under this one.
-    app.add_middleware(BodyLimitMiddleware, limit=settings.max_json_bytes, exempt=("/v1/upscale",))
-    for module in (upscale, methods, models, health, metrics, page):
+    app.add_middleware(BodyLimitMiddleware, limit=settings.max_json_bytes, exempt=("/v1/upscale", "/v1/jobs"))
+    for module in (upscale, jobs, methods, models, health, metrics, page):
         app.include_router(module.router)
     return app

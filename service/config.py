@@ -80,6 +80,33 @@ class Settings(BaseSettings):
         8, ge=1, description="video frames decoded, upscaled and encoded at a time: bounds memory"
     )
 
+    # Jobs (POST /v1/jobs): long work, state in a database, results on disk.
+    jobs: bool = Field(True, description="offer /v1/jobs")
+    jobs_dir: Path = Field(
+        Path("jobs"), description="job inputs and results (a shared volume for several replicas), and "
+        "the SQLite database when SR_JOBS_DATABASE_URL is unset",
+    )
+    jobs_database_url: str = Field(
+        "", description="postgresql://... for job state shared by several replicas; "
+        "empty: SQLite in SR_JOBS_DIR (one replica)",
+    )
+    job_workers: int = Field(1, ge=1, description="jobs one replica runs at once")
+    job_timeout_s: float = Field(3600.0, gt=0, description="from a job's start to its result")
+    job_retention_s: float = Field(
+        24 * 3600.0, gt=0, description="a finished job and its result are deleted this long after it ends"
+    )
+    job_lease_s: float = Field(
+        30.0, gt=0, description="a running job not heard from for this long was interrupted (its "
+        "replica died): it is run again from the start, by any replica",
+    )
+    job_max_attempts: int = Field(2, ge=1, description="starts of a job before an interruption fails it")
+    max_queued_jobs: int = Field(100, ge=1, description="jobs queued and running, all replicas; 503 beyond")
+    max_job_upload_bytes: int = Field(
+        2 * 1024**3, ge=1, description="a job's upload, streamed to SR_JOBS_DIR (an image job: SR_MAX_UPLOAD_BYTES)"
+    )
+    max_job_video_duration_s: float = Field(900.0, gt=0, description="of a video in a job")
+    max_job_video_frames: int = Field(54000, ge=1, description="of a video in a job (15 min at 60 frames/s)")
+
     api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
     docs: bool = Field(
         True,

@@ -112,3 +112,18 @@ class InferenceFailed(ServiceError):
 
 class DeadlineExceeded(ServiceError):
     status, code, title = 504, "deadline_exceeded", "The request waited too long"
+
+
+class JobNotFinished(ServiceError):
+    status, code, title = 409, "job_not_finished", "The job has no result (yet)"
+
+
+class JobInterrupted(ServiceError):
+    status, code, title = 500, "job_interrupted", "The job was interrupted too often"
+
+
+class JobsUnavailable(ServiceError):
+    status, code, title = 503, "jobs_unavailable", "The job database cannot be reached"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail, headers={"Retry-After": "5"})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,9 @@ from .helpers import SHIPPED_STORE
 # SR_BACKEND=auto exports and times every model at start-up (seconds each on 2 cores), and the
 # backends' own tests (tests/test_backends.py) hold them equal.
 os.environ.setdefault("SR_BACKEND", "torch")
+# Job state and files of every app the suite starts go to a temporary folder, never the
+# checkout's jobs/; tests of jobs give each app a folder of its own (make_settings does).
+os.environ.setdefault("SR_JOBS_DIR", tempfile.mkdtemp(prefix="sr-test-jobs-"))
 
 
 @pytest.fixture
@@ -28,7 +32,7 @@ def make_settings(tmp_path: Path) -> Callable[..., Settings]:
         # Calibration times every method at start-up (seconds); the tests that need the cost
         # model turn it on.
         values: dict[str, Any] = {"model_store": SHIPPED_STORE, "device": "cpu", "codec_threads": 2,
-                                  "calibrate": False}
+                                  "calibrate": False, "jobs_dir": tmp_path / "jobs"}
         values.update(overrides)
         return Settings(**values)
 

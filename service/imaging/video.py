@@ -16,6 +16,7 @@ import io
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -63,11 +64,12 @@ def _container_name(container: Any) -> str:
     return "mov" if container.format.name.startswith("mov") and "mp4" not in names else "mp4"
 
 
-def _open(data: bytes) -> Any:
+def _open(source: bytes | Path) -> Any:
+    """A container from bytes in memory or a file (a job's input, never read whole)."""
     import av
 
     try:
-        container = av.open(io.BytesIO(data), mode="r")
+        container = av.open(io.BytesIO(source) if isinstance(source, bytes) else str(source), mode="r")
     except (av.FFmpegError, ValueError, OSError) as exc:
         raise InvalidImage(f"the body is not a readable video: {exc}") from None
     if not container.streams.video:
@@ -107,9 +109,9 @@ def check_video_limits(header: VideoHeader, scale: int, limits: VideoLimits) -> 
                             f"the limit is {limits.max_output_pixels_per_s:.0f} (SR_MAX_VIDEO_OUTPUT_PIXELS_PER_S)")
 
 
-def probe_video(data: bytes, scale: int, limits: VideoLimits) -> VideoHeader:
+def probe_video(source: bytes | Path, scale: int, limits: VideoLimits) -> VideoHeader:
     """The container's header and the limits checked against it, before a frame is decoded."""
-    container = _open(data)
+    container = _open(source)
     try:
         header = _header(container)
     finally:
@@ -149,8 +151,8 @@ class VideoReader:
     """Demuxes the input; hands out up to ``n`` decoded frames at a time with the audio
     packets met on the way. Odd sizes lose their last row or column (4:2:0 needs even)."""
 
-    def __init__(self, data: bytes, limits: VideoLimits, scale: int) -> None:
-        self.container = _open(data)
+    def __init__(self, source: bytes | Path, limits: VideoLimits, scale: int) -> None:
+        self.container = _open(source)
         self.header = _header(self.container)
         self.stream = self.container.streams.video[0]
         self.audio = list(self.container.streams.audio)
@@ -190,15 +192,16 @@ class VideoReader:
 
 
 class VideoWriter:
-    """Encodes upscaled frames into the input's container, the audio copied through."""
+    """Encodes upscaled frames into the input's container, the audio copied through; into
+    memory, or into the file ``destination`` (a job's result, never held whole)."""
 
-    def __init__(self, reader: VideoReader, scale: int) -> None:
+    def __init__(self, reader: VideoReader, scale: int, destination: Path | None = None) -> None:
         import av
 
         self.name = reader.header.container
         fmt, self.media_type, codec, options = CONTAINERS[self.name]
-        self._buffer = io.BytesIO()
-        self.container = av.open(self._buffer, mode="w", format=fmt)
+        self._buffer = io.BytesIO() if destination is None else None
+        self.container = av.open(self._buffer if destination is None else str(destination), mode="w", format=fmt)
         source = reader.stream
         rate = source.average_rate or Fraction(round(reader.header.fps * 1000), 1000)
         self.stream = self.container.add_stream(codec, rate=rate, options=dict(options))
@@ -226,7 +229,18 @@ class VideoWriter:
             self.container.mux(packet)
 
     def close(self) -> bytes:
+        """Flush the encoder and finish the container: the video's bytes, or b"" when it went
+        to a file."""
         for packet in self.stream.encode(None):
             self.container.mux(packet)
         self.container.close()
-        return self._buffer.getvalue()
+        return b"" if self._buffer is None else self._buffer.getvalue()
+
+    def abort(self) -> None:
+        """Give up part-way (a failed or cancelled request): release FFmpeg's state."""
+        import av
+
+        try:
+            self.container.close()
+        except (av.FFmpegError, ValueError, OSError):
+            pass  # an unfinished container may not close cleanly; it is discarded either way

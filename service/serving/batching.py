@@ -11,7 +11,9 @@ tile has waited ``max_batch_delay_ms``, or when the device frees up; it then wai
 worker's queue so the device never idles between batches (two batches in flight at most).
 A batch is for the model of the oldest queued tile; its tiles are taken round robin over that
 model's requests, oldest request first, so a small request is not queued behind every tile of
-a large image or a video chunk.
+a large image or a video chunk. Background work (``/v1/jobs``) has the lowest priority: a
+batch is for the model of the oldest interactive tile when there is one, and background tiles
+only fill the slots interactive requests leave empty.
 
 Callers see one awaitable, :meth:`Batcher.run` (Ray Serve's shape): it queues a plane, waits
 for its result, the request's absolute deadline or the caller abandoning it, whichever comes
@@ -74,6 +76,7 @@ class Job:
     enqueued_at: float
     deadline: float
     remaining: int = 0
+    background: bool = False
     started_at: float | None = None
     infer_s: float = 0.0
 
@@ -191,14 +194,16 @@ class Batcher:
         deadline: float,
         *,
         abandoned: Callable[[], Awaitable[object]] | None = None,
+        background: bool = False,
     ) -> NetworkResult:
         """Upscale an (H, W) plane in 0..255 with ``model``, its tiles batched with everyone's.
 
         ``deadline`` is the request's (``time.monotonic()``); past it, DeadlineExceeded.
         ``abandoned()`` makes an awaitable that resolves when the caller no longer wants the
         answer (the client hung up); then ClientDisconnected. Either way the request's queued tiles leave the queue.
+        ``background``: a job's work, batched only into the slots interactive requests leave.
         """
-        job = self._submit(model, luma, deadline)
+        job = self._submit(model, luma, deadline, background)
         watcher = asyncio.ensure_future(abandoned()) if abandoned is not None else None
         try:
             waiting: set[asyncio.Future[object]] = {job.future}  # type: ignore[arg-type]
@@ -220,7 +225,7 @@ class Batcher:
                 watcher.cancel()
             self._cancel(job)
 
-    def _submit(self, model: ResidentModel, luma: torch.Tensor, deadline: float) -> Job:
+    def _submit(self, model: ResidentModel, luma: torch.Tensor, deadline: float, background: bool = False) -> Job:
         now = time.monotonic()
         padded = extend_borders(luma, model.halo)
         tiles = plan_tiles(padded.shape[0], padded.shape[1], self.tile_size, model.halo)
@@ -234,6 +239,7 @@ class Batcher:
             enqueued_at=now,
             deadline=deadline,
             remaining=len(tiles),
+            background=background,
         )
         self._queue.extend(TileWork(job, t) for t in tiles)
         self._work.set()
@@ -294,25 +300,25 @@ class Batcher:
             self._queue.popleft()
         if not self._queue:
             return []
-        model = self._queue[0].job.model
+        interactive = next((w for w in self._queue if not w.job.background and not w.job.done), None)
+        model = (interactive or self._queue[0]).job.model
         # Round robin over the requests of that model, oldest request first: a request of one
         # tile queued behind a video chunk's fifty goes into the next batch, not the ninth.
+        # Dicts keep insertion order, so this is queue order.
         by_job: dict[Job, collections.deque[TileWork]] = {}
-        kept: collections.deque[TileWork] = collections.deque()
         for work in self._queue:
             if self._expired_or_done(work.job, now):
                 continue
             if work.job.model is model:
                 by_job.setdefault(work.job, collections.deque()).append(work)
-            else:
-                kept.append(work)
         batch: list[TileWork] = []
-        queues = list(by_job.values())
-        while queues and len(batch) < self.max_batch_tiles:
-            for tiles in queues:
-                if len(batch) < self.max_batch_tiles:
-                    batch.append(tiles.popleft())
-            queues = [tiles for tiles in queues if tiles]
+        for background in (False, True):
+            queues = [tiles for job, tiles in by_job.items() if job.background is background]
+            while queues and len(batch) < self.max_batch_tiles:
+                for tiles in queues:
+                    if len(batch) < self.max_batch_tiles:
+                        batch.append(tiles.popleft())
+                queues = [tiles for tiles in queues if tiles]
         taken = {id(work) for work in batch}
         self._queue = collections.deque(
             w for w in self._queue if id(w) not in taken and not w.job.done and w.job.deadline >= now

@@ -5,6 +5,10 @@ A FIFO pool made a 32x24 bicubic request wait 31 s behind twelve large ones (iss
 each job carries its request's size (output pixels), and a free thread takes the smallest
 queued job; the large ones wait a little longer, bounded by their own deadlines, which are
 checked when a job would start.
+
+Background work (the jobs of ``/v1/jobs``) queues behind every interactive job and holds at
+most ``threads - 1`` threads at once, so one thread is always free for interactive requests
+(with one thread, background work only runs when nothing interactive waits).
 """
 
 from __future__ import annotations
@@ -25,7 +29,10 @@ T = TypeVar("T")
 
 class CodecPool:
     def __init__(self, threads: int, *, name: str = "codec", initializer: Callable[[], None] | None = None) -> None:
-        self._heap: list[tuple[float, int, Future[object], Callable[[], object]]] = []
+        # (background?, size, order): interactive before background, then smallest first.
+        self._heap: list[tuple[bool, float, int, Future[object], Callable[[], object]]] = []
+        self._background_running = 0
+        self._max_background = max(1, threads - 1)
         self._order = itertools.count()
         self._ready = threading.Condition()
         self._closed = False
@@ -40,29 +47,32 @@ class CodecPool:
     def queued(self) -> int:
         return len(self._heap)
 
-    def submit(self, size: float, job: Callable[[], T]) -> Future[T]:
-        """Queue ``job``; among queued jobs the smallest ``size`` runs first, ties in order."""
+    def submit(self, size: float, job: Callable[[], T], *, background: bool = False) -> Future[T]:
+        """Queue ``job``; among queued jobs the smallest ``size`` runs first, ties in order,
+        interactive before ``background``."""
         future: Future[T] = Future()
         with self._ready:
             if self._closed:
                 raise RuntimeError("the codec pool is shut down")
-            heapq.heappush(self._heap, (size, next(self._order), future, job))  # type: ignore[arg-type]
+            heapq.heappush(self._heap, (background, size, next(self._order), future, job))  # type: ignore[arg-type]
             self._ready.notify()
         return future
 
-    async def run(self, job: Callable[[], T], *, size: float = 0.0, deadline: float | None = None) -> T:
+    async def run(
+        self, job: Callable[[], T], *, size: float = 0.0, deadline: float | None = None, background: bool = False
+    ) -> T:
         """Run ``job`` on a pool thread and await it. Past ``deadline`` (monotonic s) a job that
         has not started is dropped and DeadlineExceeded raised at once; one that has started
         runs to its end (its memory is still held), then DeadlineExceeded."""
         if deadline is None:
-            return await asyncio.wrap_future(self.submit(size, job))
+            return await asyncio.wrap_future(self.submit(size, job, background=background))
 
         def guarded() -> T:
             if time.monotonic() > deadline:
                 raise DeadlineExceeded("the request's deadline passed before its next step could start")
             return job()
 
-        future = self.submit(size, guarded)
+        future = self.submit(size, guarded, background=background)
         waiter = asyncio.wrap_future(future)
         try:
             return await asyncio.wait_for(asyncio.shield(waiter), timeout=max(0.0, deadline - time.monotonic()))
@@ -77,7 +87,7 @@ class CodecPool:
         """Cancel the queued jobs, let the running ones finish, stop the threads."""
         with self._ready:
             self._closed = True
-            for _, _, future, _ in self._heap:
+            for *_, future, _ in self._heap:
                 future.cancel()
             self._heap.clear()
             self._ready.notify_all()
@@ -89,16 +99,29 @@ class CodecPool:
             self._initializer()
         while True:
             with self._ready:
-                while not self._heap and not self._closed:
+                while not self._closed and not self._can_take():
                     self._ready.wait()
                 if not self._heap:
                     return
-                _, _, future, job = heapq.heappop(self._heap)
-            if not future.set_running_or_notify_cancel():
-                continue
+                background, _, _, future, job = heapq.heappop(self._heap)
+                self._background_running += background
             try:
-                result = job()
-            except BaseException as exc:  # noqa: BLE001 - the awaiting request gets it
-                future.set_exception(exc)
-            else:
-                future.set_result(result)
+                if not future.set_running_or_notify_cancel():
+                    continue
+                try:
+                    result = job()
+                except BaseException as exc:  # noqa: BLE001 - the awaiting request gets it
+                    future.set_exception(exc)
+                else:
+                    future.set_result(result)
+            finally:
+                if background:
+                    with self._ready:
+                        self._background_running -= 1
+                        self._ready.notify()
+
+    def _can_take(self) -> bool:
+        """A queued job may start: interactive always; background while under its share."""
+        if not self._heap:
+            return False
+        return not self._heap[0][0] or self._background_running < self._max_background

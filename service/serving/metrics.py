@@ -45,6 +45,8 @@ REJECTION_REASONS = (
 STATUSES = ("200", "400", "401", "408", "413", "415", "422", "499", "500", "503", "504")
 FORMATS = ("png", "jpeg", "webp")
 STATUS_CLASSES = ("2xx", "4xx", "5xx")
+JOB_STATES = ("queued", "running", "succeeded", "failed", "cancelled")  # service.jobs.store.STATES
+JOB_OUTCOMES = JOB_STATES[2:]
 
 
 def status_class(status: int) -> str:
@@ -73,6 +75,10 @@ class Metrics:
     memory_reserved: Gauge
     device_hung: Gauge
     device_hangs: Counter
+    jobs: Gauge
+    jobs_finished: Counter
+    job_frames: Counter
+    job_duration: Histogram
 
 
 def build_metrics(
@@ -141,6 +147,18 @@ def build_metrics(
         device_hangs=Counter(
             "sr_device_hangs", "Times a batch ran past SR_WATCHDOG_S.", registry=registry
         ),
+        # From the job database: every replica's jobs, so aggregate with max(), not sum().
+        jobs=Gauge("sr_jobs", "Jobs by state in the job database (all replicas).", ("state",), registry=registry),
+        jobs_finished=Counter(
+            "sr_jobs_finished", "Jobs this replica ran to an end, by outcome.", ("state",), registry=registry
+        ),
+        job_frames=Counter(
+            "sr_job_frames", "Frames this replica's jobs upscaled (rate(): frames/s).", registry=registry
+        ),
+        job_duration=Histogram(
+            "sr_job_duration_seconds", "A job's run on this replica, start to result.",
+            buckets=(1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600), registry=registry,
+        ),
     )
     ProcessCollector(registry=registry)
     PlatformCollector(registry=registry)
@@ -156,6 +174,10 @@ def build_metrics(
         metrics.rejected.labels(reason=reason)
     for fmt in FORMATS:
         metrics.encode_duration.labels(format=fmt)
+    for state in JOB_STATES:
+        metrics.jobs.labels(state=state)
+    for state in JOB_OUTCOMES:
+        metrics.jobs_finished.labels(state=state)
     return metrics
 
 

@@ -13,7 +13,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import ParamSpec, TypeVar
+from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
 import torch
 from prometheus_client import CollectorRegistry
@@ -50,6 +50,9 @@ from service.serving.choice import (
 from service.serving.codec_pool import CodecPool
 from service.serving.metrics import Metrics, build_metrics, watch_cuda_memory
 
+if TYPE_CHECKING:
+    from service.jobs.runner import JobRunner
+
 log = logging.getLogger(__name__)
 
 P = ParamSpec("P")
@@ -81,6 +84,7 @@ class Runtime:
     gain_models: dict[int, GainModel]
     costs: CostModel = field(default_factory=CostModel)
     lifecycle: Lifecycle = field(default_factory=Lifecycle)
+    jobs: JobRunner | None = None  # /v1/jobs, when SR_JOBS (opened by the lifespan)
     _watchdog: asyncio.Task[None] = field(init=False, repr=False)
 
     @classmethod
@@ -212,12 +216,16 @@ class Runtime:
         return RequestCost(memory, None if work_ms is None else work_ms / 1000, learned)
 
     @asynccontextmanager
-    async def admission(self, cost: RequestCost, describe: str = "the request") -> AsyncIterator[float]:
+    async def admission(
+        self, cost: RequestCost, describe: str = "the request", *, timeout_s: float | None = None
+    ) -> AsyncIterator[float]:
         """Admit a request whose body has arrived, or refuse it at once; yields its deadline
-        (monotonic seconds). Refused: 503 while draining, when ``max_queue`` requests are in
-        progress, when its memory does not fit beside theirs, or when the work admitted before
-        it leaves no time to finish before its deadline; 413 when it could never fit here."""
+        (monotonic seconds), ``timeout_s`` (default SR_REQUEST_TIMEOUT_S; a job's is longer)
+        from now. Refused: 503 while draining, when ``max_queue`` requests are in progress,
+        when its memory does not fit beside theirs, or when the work admitted before it leaves
+        no time to finish before its deadline; 413 when it could never fit here."""
         state, settings = self.lifecycle, self.settings
+        timeout_s = timeout_s or settings.request_timeout_s
         if state.draining:
             raise Draining()
         self.memory.check_fits_alone(cost, describe)
@@ -232,10 +240,10 @@ class Runtime:
                 f"retry in about {wait:.1f} s",
                 retry_after_s=retry_after_s(wait),
             )
-        if cost.work_s is not None and wait > 0 and wait + cost.work_s > settings.request_timeout_s:
+        if cost.work_s is not None and wait > 0 and wait + cost.work_s > timeout_s:
             raise TooLateToStart(
                 f"the work ahead of this request needs about {wait:.1f} s and its own about "
-                f"{cost.work_s:.1f} s: it could not finish within {settings.request_timeout_s} s",
+                f"{cost.work_s:.1f} s: it could not finish within {timeout_s} s",
                 retry_after_s=retry_after_s(wait),
             )
         self.memory.reserve(cost, retry_after_s(wait))
@@ -244,7 +252,7 @@ class Runtime:
         state.idle.clear()
         self.metrics.inflight.inc()
         try:
-            yield time.monotonic() + settings.request_timeout_s
+            yield time.monotonic() + timeout_s
         finally:
             self.memory.release(cost)
             state.inflight -= 1

@@ -20,6 +20,7 @@ import functools
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import mimeparse
@@ -132,6 +133,32 @@ def with_model(request: UpscaleRequest, card: ModelCard) -> UpscaleRequest:
 
 
 @dataclass(frozen=True)
+class UpscaleParams:
+    """What a client asked, unchecked (plain values: a job stores them as JSON). ``scale`` and
+    ``method`` are None when not given: the model's, or x2 ``espcn``."""
+
+    scale: int | None = None
+    method: str | None = None
+    format: str | None = None
+    quality: int | None = None
+    align_corners: bool = False
+    max_latency_ms: float | None = None
+    min_psnr_db: float | None = None
+    objective: Literal["quality", "speed"] = "quality"
+    model: str | None = None
+
+    def check(self, offered: dict[str, list[int]], models: ModelSet) -> UpscaleRequest:
+        """Against this server's methods and models: an UpscaleRequest, or a 422 saying why."""
+        card = None
+        scale, method = self.scale, self.method
+        if self.model is not None:
+            card, scale, method = resolve_model(models, self.model, scale, method)
+        request = validate(offered, scale or 2, method or "espcn", self.format, self.quality, self.align_corners,
+                           AutoParams(self.max_latency_ms, self.min_psnr_db, self.objective))
+        return with_model(request, card) if card is not None else request
+
+
+@dataclass(frozen=True)
 class Upscaled:
     """The encoded answer and what it took."""
 
@@ -220,13 +247,15 @@ async def upscale(
     *,
     accept: str = "",
     abandoned: Callable[[], Awaitable[object]] | None = None,
+    background: bool = False,
 ) -> Upscaled:
-    """Encoded image bytes in, encoded upscaled bytes out, before ``deadline`` (monotonic s)."""
+    """Encoded image bytes in, encoded upscaled bytes out, before ``deadline`` (monotonic s).
+    ``background``: a job's work, behind interactive requests in the codec pool and batcher."""
     settings, metrics = runtime.settings, runtime.metrics
     started = time.monotonic()
     decoded = await runtime.codec_pool.run(
         functools.partial(decode, data, scale=request.scale, **_limits(settings)),
-        size=len(data), deadline=deadline,
+        size=len(data), deadline=deadline, background=background,
     )
     decoded_at = time.monotonic()
     metrics.decode_duration.observe(decoded_at - started)
@@ -238,7 +267,7 @@ async def upscale(
     # everyone else's.
     frames = await all_of([upscale_pixels(
         runtime, frame, decoded.mode, request.scale, method, deadline,
-        align_corners=request.align_corners, abandoned=abandoned, card=request.model,
+        align_corners=request.align_corners, abandoned=abandoned, card=request.model, background=background,
     ) for frame in decoded.frames])
     processed = frames[0]
     queue_s = max(f.queue_s for f in frames)
@@ -253,7 +282,8 @@ async def upscale(
         encoding = functools.partial(encode_animation, [f.pixels for f in frames], decoded.mode, fmt,
                                      decoded.animation, quality=quality,
                                      png_compress_level=settings.png_compress_level)
-    body = await runtime.codec_pool.run(encoding, size=processed.pixels.size * len(frames), deadline=deadline)
+    body = await runtime.codec_pool.run(encoding, size=processed.pixels.size * len(frames), deadline=deadline,
+                                        background=background)
     finished = time.monotonic()
     metrics.encode_duration.labels(format=fmt).observe(finished - processed_at)
     # What this request cost apart from waiting: the cost model learns from it.
@@ -291,18 +321,19 @@ async def upscale_pixels(
     align_corners: bool = False,
     abandoned: Callable[[], Awaitable[object]] | None = None,
     card: ModelCard | None = None,
+    background: bool = False,
 ) -> Processed:
     """Decoded (H, W, C) uint8 pixels in, upscaled pixels out: a resampler on every channel,
     or the network on Y through the batcher with Cb/Cr/alpha bicubic around it."""
     size = pixels.size * scale * scale  # the request's place in the codec pool: small first
-    cpu = functools.partial(runtime.codec_pool.run, size=size, deadline=deadline)
+    cpu = functools.partial(runtime.codec_pool.run, size=size, deadline=deadline, background=background)
     if method in CLASSICAL_METHODS:
         started = time.monotonic()
         out = await cpu(functools.partial(classical_upscale, pixels, scale, method, align_corners=align_corners))
         return Processed(out, 0.0, time.monotonic() - started, None)
     model = await _network_for(runtime, method, scale, card)
     model_input = await cpu(functools.partial(split_for_model, pixels, mode, scale))
-    result = await runtime.batcher.run(model, model_input.luma, deadline, abandoned=abandoned)
+    result = await runtime.batcher.run(model, model_input.luma, deadline, abandoned=abandoned, background=background)
     if runtime.lifecycle.ready:  # calibration's requests are not traffic
         runtime.metrics.queue_wait.labels(method=method, scale=str(scale)).observe(result.queue_s)
     out = await cpu(functools.partial(merge_from_model, model_input, result.plane))
@@ -351,36 +382,52 @@ def _proxy_gain(module: torch.nn.Module, decoded: DecodedImage, scale: int) -> f
 # -- video -----------------------------------------------------------------------------------------
 
 
-def video_limits(settings: Settings) -> VideoLimits:
-    return VideoLimits(settings.max_input_pixels, settings.max_output_pixels, settings.max_video_duration_s,
-                       settings.max_video_frames, settings.max_video_output_pixels_per_s)
+def video_limits(settings: Settings, *, job: bool = False) -> VideoLimits:
+    """The limits of a video in a request, or (``job``) in a job, which may run longer."""
+    duration = settings.max_job_video_duration_s if job else settings.max_video_duration_s
+    frames = settings.max_job_video_frames if job else settings.max_video_frames
+    return VideoLimits(settings.max_input_pixels, settings.max_output_pixels, duration, frames,
+                       settings.max_video_output_pixels_per_s)
 
 
-def price_video(runtime: Runtime, data: bytes, request: UpscaleRequest) -> tuple[VideoHeader, RequestCost]:
+def price_video(
+    runtime: Runtime, source: bytes | Path, request: UpscaleRequest, *, job: bool = False
+) -> tuple[VideoHeader, RequestCost]:
     """A video's header, its limits checked, and its cost: one chunk of frames in memory at a
-    time (Y, U, V at input and output size), the body, and the answer's bytes."""
+    time (Y, U, V at input and output size), and, for bytes in memory, the body and the
+    answer's bytes (a job's input and result are files)."""
     settings = runtime.settings
-    header = probe_video(data, request.scale, video_limits(settings))
+    header = probe_video(source, request.scale, video_limits(settings, job=job))
     chunk = settings.video_chunk_frames
+    in_memory = len(source) if isinstance(source, bytes) else 0
     memory = estimate_memory(header.width, header.height * chunk, 2, request.scale, learned=True,
-                             halo=runtime.models.max_halo, body_bytes=len(data)) + len(data) * request.scale**2
+                             halo=runtime.models.max_halo, body_bytes=in_memory) + in_memory * request.scale**2
     return header, RequestCost(memory, None, request.method not in CLASSICAL_METHODS)
 
 
 async def upscale_video(
     runtime: Runtime,
-    data: bytes,
+    source: bytes | Path,
     request: UpscaleRequest,
     deadline: float,
     *,
     abandoned: Callable[[], Awaitable[object]] | None = None,
+    destination: Path | None = None,
+    progress: Callable[[int], object] | None = None,
+    job: bool = False,
 ) -> Upscaled:
     """A video in, the video upscaled out, a chunk of frames at a time: decode (codec pool) ->
-    every frame's Y through the batcher at once (U, V bicubic) -> encode (codec pool)."""
+    every frame's Y through the batcher at once (U, V bicubic) -> encode (codec pool).
+
+    ``source`` and ``destination`` may be files (a job's), so neither video is held whole;
+    without a destination the answer is ``Upscaled.body``. ``progress(frames_done)`` after each
+    chunk. ``job``: a job's limits, and its work behind interactive requests."""
     settings = runtime.settings
     started = time.monotonic()
-    cpu = functools.partial(runtime.codec_pool.run, deadline=deadline)
-    reader = await cpu(functools.partial(VideoReader, data, video_limits(settings), request.scale), size=len(data))
+    cpu = functools.partial(runtime.codec_pool.run, deadline=deadline, background=job)
+    limits = video_limits(settings, job=job)
+    source_size = len(source) if isinstance(source, bytes) else 0
+    reader = await cpu(functools.partial(VideoReader, source, limits, request.scale), size=source_size)
     method = request.method
     if request.auto is not None:
         choice = runtime.choose(ChoiceRequest(
@@ -388,14 +435,15 @@ async def upscale_video(
             min_psnr_db=request.auto.min_psnr_db, objective=request.auto.objective, format="png",
         ))
         method = choice.method or "bicubic"
-    model = None if method in CLASSICAL_METHODS else await _network_for(runtime, method, request.scale, request.model)
     queue_s = infer_s = 0.0
+    writer: VideoWriter | None = None
     try:
-        writer = await cpu(functools.partial(VideoWriter, reader, request.scale))
+        model = None if method in CLASSICAL_METHODS else await _network_for(runtime, method, request.scale, request.model)
+        writer = await cpu(functools.partial(VideoWriter, reader, request.scale, destination))
         size = reader.width * reader.height * request.scale ** 2
         while True:
             chunk = await cpu(functools.partial(reader.read, settings.video_chunk_frames), size=size)
-            upscaled = await all_of([_upscale_yuv(runtime, f, request.scale, method, model, deadline, abandoned)
+            upscaled = await all_of([_upscale_yuv(runtime, f, request.scale, method, model, deadline, abandoned, job)
                                      for f in chunk.frames])
             queue_s += max((u[1] for u in upscaled), default=0.0)
             infer_s += sum(u[2] for u in upscaled)
@@ -405,9 +453,15 @@ async def upscale_video(
                 await cpu(functools.partial(writer.write, [planes], chunk.audio if i == 0 else []), size=size)
             if not upscaled and chunk.audio:
                 await cpu(functools.partial(writer.write, [], chunk.audio), size=size)
+            if progress is not None:
+                progress(writer.frames)
             if chunk.done:
                 break
         body = await cpu(writer.close, size=size)
+    except BaseException:
+        if writer is not None:
+            await runtime.codec_pool.run(writer.abort)
+        raise
     finally:
         await runtime.codec_pool.run(reader.close)
     finished = time.monotonic()
@@ -423,13 +477,14 @@ async def upscale_video(
 
 async def _upscale_yuv(
     runtime: Runtime, planes: FramePlanes, scale: int, method: str, model: ResidentModel | None,
-    deadline: float, abandoned: Callable[[], Awaitable[object]] | None,
+    deadline: float, abandoned: Callable[[], Awaitable[object]] | None, background: bool,
 ) -> tuple[FramePlanes, float, float]:
     """One frame: Y through the network (or the resampler), U and V bicubic."""
-    cpu = functools.partial(runtime.codec_pool.run, size=planes.y.size * scale * scale, deadline=deadline)
+    cpu = functools.partial(runtime.codec_pool.run, size=planes.y.size * scale * scale, deadline=deadline,
+                            background=background)
     luma = torch.from_numpy(planes.y).to(torch.float32)
     if model is not None:
-        result = await runtime.batcher.run(model, luma, deadline, abandoned=abandoned)
+        result = await runtime.batcher.run(model, luma, deadline, abandoned=abandoned, background=background)
         y, queue_s, infer_s = result.plane, result.queue_s, result.infer_s
     else:
         y = await cpu(functools.partial(_resample_plane, luma, scale, method))
