@@ -15,6 +15,7 @@ from service.api.connection import protocol_class
 from service.app import create_app
 from service.config import Settings
 from service.logs import configure_logging
+from service.malloc import release_large_buffers
 
 log = logging.getLogger("service")
 
@@ -69,6 +70,7 @@ def uvicorn_config(app: FastAPI, settings: Settings, **overrides: object) -> uvi
 
 
 def main(argv: list[str] | None = None) -> None:
+    release_large_buffers()
     settings = Settings()
     parser = argparse.ArgumentParser(prog="python -m service", description=__doc__)
     parser.add_argument("--host", default=settings.host)
