@@ -23,6 +23,10 @@ from service.errors import HeaderTooLarge, InvalidBody, Overloaded, RequestTimeo
 
 log = logging.getLogger(__name__)
 
+# After a refusal, how long the connection stays half-closed, reading and dropping what the
+# client still sends, so that it can read the answer (see GuardedProtocol._refuse).
+LINGER_S = 2.0
+
 _REASONS = {
     400: b"Bad Request", 408: b"Request Timeout", 431: b"Request Header Fields Too Large",
     503: b"Service Unavailable",
@@ -50,8 +54,11 @@ def protocol_class(
     class GuardedProtocol(HttpToolsProtocol):
         _header_timer: asyncio.TimerHandle | None = None  # armed while headers are arriving
         _header_bytes = 0
+        _refused = False  # answered and half-closed: what still arrives is dropped
 
         def data_received(self, data: bytes) -> None:
+            if self._refused:
+                return
             counting = self._header_timer is not None
             super().data_received(data)
             # Still inside the headers after this chunk: count it (a chunk that also carries
@@ -111,8 +118,22 @@ def protocol_class(
             ))
 
         def _refuse(self, error: ServiceError) -> None:
-            if not self.transport.is_closing():
-                self.transport.write(problem_response(error))
+            """Answer ``error`` and close, lingering: a client still sending (the rest of a
+            4 MiB header) would get a reset from a plain close while data it has not read is
+            unread here, and a reset discards the answer on its side before it reads it
+            (tests/test_hostile.py saw it under load). So: the answer, then our FIN, then
+            read and drop until the client closes or LINGER_S passes (Apache's lingering close)."""
+            if self.transport.is_closing() or self._refused:
+                return
+            self._refused = True
+            self.transport.write(problem_response(error))
+            serving = self.cycle is not None and not self.cycle.response_complete
+            # A response still being written on this connection (pipelined garbage after a
+            # good request) must not meet a half-closed transport: close as before.
+            if not serving and self.transport.can_write_eof():
+                self.transport.write_eof()
+                self.loop.call_later(LINGER_S, self.transport.close)
+            else:
                 self.transport.close()
 
     return GuardedProtocol
