@@ -36,14 +36,20 @@ install: $(VENV)/.installed
 
 install-test: $(VENV)/.installed-test
 
-# The Prometheus integration test needs Debian's prometheus and the web page test Debian's
-# chromium; install them when we may (as root, with apt), else those tests skip.
+# The Prometheus integration test needs Debian's prometheus, the web page test Debian's
+# chromium and the job store's tests Debian's postgresql (the tests start their own server
+# from its binaries); install them when we may (as root, with apt), else those tests skip.
 system-test-deps:
 	@command -v prometheus >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    echo "installing Debian prometheus for the integration test"; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
 	  else echo "prometheus not installed: its integration test will be skipped"; fi; }
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing Debian postgresql for the job store's tests"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql >/dev/null; \
+	  else echo "postgresql not installed: the job store's PostgreSQL tests will be skipped"; fi; }
 	@test -x /usr/bin/chromium || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    echo "installing Debian chromium for the web page test"; \
@@ -59,8 +65,11 @@ test: install-test system-test-deps
 lint: install-test
 	$(BIN)/ruff check service tests benchmarks deploy
 
+# The request benchmarks, then video: a 640x360 -> x3 clip's frames/s, and the p99 of small
+# requests alone, beside it as a request and beside it as a job.
 bench: install-test
 	$(BIN)/python -m benchmarks.run
+	$(BIN)/python -m benchmarks.video
 
 # 10,000 mixed requests with hang-ups against a server of its own: RSS at start and end, every
 # answer that is neither 200 nor 4xx; exit 1 on any 5xx. `make soak SOAK_ARGS="--requests 1500"`.

@@ -5,14 +5,16 @@
 
 A server process (SR_CALIBRATE=false, a 600 s deadline so a slow CPU still finishes) gets the
 clip as one request; it prints frames per second of the whole request (decode, network, encode).
-Then the p50/p99 of 128x128 x3 espcn single-image requests, one at a time, alone and while the
-same video request runs: how much an interactive request waits behind a video on this device.
+Then the p50/p99 of 128x128 x3 espcn single-image requests, one at a time, alone, while the
+same video runs as a request, and while it runs as a job (``POST /v1/jobs``: background work,
+behind interactive requests in the batcher and the codec pool), with the job's frames/s.
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+import tempfile
 import threading
 import time
 
@@ -33,6 +35,20 @@ def _singles(url: str, body: bytes, until: threading.Event | None, count: int) -
     return latencies
 
 
+def _run_job(url: str, args: argparse.Namespace, clip: bytes) -> float:
+    """Submit the clip as a job and poll it to its end; seconds from submission to success."""
+    with httpx.Client(base_url=url, timeout=600) as client:
+        started = time.perf_counter()
+        submitted = client.post("/v1/jobs", params={"scale": args.scale, "method": args.method}, content=clip,
+                                headers={"Content-Type": "video/mp4"})
+        submitted.raise_for_status()
+        while (job := client.get(submitted.headers["location"]).json())["state"] in ("queued", "running"):
+            time.sleep(0.2)
+        if job["state"] != "succeeded":
+            raise RuntimeError(f"the job ended {job['state']}: {job['error']}")
+        return time.perf_counter() - started
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=1.0, help="clip length")
@@ -45,7 +61,8 @@ def main(argv: list[str] | None = None) -> None:
     width, height = (int(v) for v in args.size.split("x"))
     frames = round(args.seconds * args.fps)
     clip = synthetic_video("mp4", frames=frames, size=(width, height), fps=args.fps, audio=True)
-    server = Server({"SR_CALIBRATE": "false", "SR_REQUEST_TIMEOUT_S": "600", "SR_BACKEND": args.backend})
+    server = Server({"SR_CALIBRATE": "false", "SR_REQUEST_TIMEOUT_S": "600", "SR_BACKEND": args.backend,
+                     "SR_JOBS_DIR": tempfile.mkdtemp(prefix="sr-bench-jobs-")})
     try:
         query = f"{server.url}/v1/upscale?scale={args.scale}&method={args.method}"
         with httpx.Client(timeout=600) as client:
@@ -68,7 +85,18 @@ def main(argv: list[str] | None = None) -> None:
             client.post(query, content=clip, headers={"Content-Type": "video/mp4"}).raise_for_status()
         done.set()
         worker.join()
-        for label, values in (("alone", alone), ("beside the video", beside)):
+
+        done = threading.Event()
+        beside_job: list[float] = []
+        worker = threading.Thread(target=lambda: beside_job.extend(_singles(server.url, small, done, 0)))
+        worker.start()
+        job_seconds = _run_job(server.url, args, clip)
+        done.set()
+        worker.join()
+        print(f"the same video as a job, beside one-at-a-time requests: {job_seconds:.1f} s, "
+              f"{frames / job_seconds:.2f} frames/s", flush=True)
+        for label, values in (("alone", alone), ("beside the video request", beside),
+                              ("beside the video job", beside_job)):
             print(f"128x128 x3 espcn one at a time, {label}: {len(values)} requests, "
                   f"p50 {statistics.median(values):.0f} ms, p99 {percentile(values, 99):.0f} ms", flush=True)
     finally:

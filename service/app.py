@@ -34,25 +34,27 @@ def create_app(settings: Settings | None = None, *, run_batch: RunBatch = run_ne
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         runtime = Runtime.start(settings, run_batch=run_batch)
         app.state.runtime = runtime
+        jobs: JobRunner | None = None
+        app.state.jobs = None
         try:
             if settings.warmup:
                 await runtime.in_codec_pool(runtime.warm_up)
             if settings.calibrate:
                 runtime.costs = await calibrate(runtime)
             if settings.jobs:
-                runtime.jobs = JobRunner.open(runtime)
-                runtime.jobs.start()
+                jobs = app.state.jobs = JobRunner.open(runtime)
+                runtime.drain_hooks.append(jobs.stop)
+                jobs.start()
             runtime.lifecycle.ready = True
             log.info("ready on %s (%s)", runtime.device, runtime.dtype)
             yield
-            # The server stopped taking connections: running jobs go back to the queue (for
-            # another replica, or this one restarted), then what was admitted finishes.
-            if runtime.jobs is not None:
-                await runtime.jobs.stop()
+            # The server stopped taking connections (SIGTERM began the drain earlier): running
+            # jobs go back to the queue, then what was admitted finishes.
             await runtime.drain(settings.request_timeout_s)
         finally:
-            if runtime.jobs is not None and not runtime.jobs.stopped:
-                await runtime.jobs.stop()
+            if jobs is not None:
+                await jobs.stop()
+                await jobs.close()
             await runtime.close()
 
     app = FastAPI(

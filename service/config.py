@@ -90,7 +90,9 @@ class Settings(BaseSettings):
         "", description="postgresql://... for job state shared by several replicas; "
         "empty: SQLite in SR_JOBS_DIR (one replica)",
     )
-    job_workers: int = Field(1, ge=1, description="jobs one replica runs at once")
+    job_workers: int = Field(
+        1, ge=0, description="jobs one replica runs at once; 0: it takes and answers jobs, others run them"
+    )
     job_timeout_s: float = Field(3600.0, gt=0, description="from a job's start to its result")
     job_retention_s: float = Field(
         24 * 3600.0, gt=0, description="a finished job and its result are deleted this long after it ends"

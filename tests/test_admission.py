@@ -173,6 +173,31 @@ def test_the_codec_pool_takes_the_smallest_job_first_and_skips_the_late() -> Non
     assert isinstance(error, DeadlineExceeded)
 
 
+def test_background_work_leaves_a_codec_thread_to_interactive_requests() -> None:
+    async def scenario() -> list[str]:
+        pool = CodecPool(2)
+        order: list[str] = []
+        release = threading.Event()
+
+        def job(name: str) -> None:
+            order.append(name)
+            release.wait(5)
+
+        # Two jobs' work arrives first; a request's small step comes after it.
+        background = [asyncio.ensure_future(pool.run(lambda n=n: job(n), size=1, background=True))  # type: ignore[misc]
+                      for n in ("job-1", "job-2")]
+        await asyncio.sleep(0.1)
+        interactive = asyncio.ensure_future(pool.run(lambda: order.append("request"), size=10**9))
+        await asyncio.wait_for(interactive, timeout=2)  # at once, on the thread jobs may not take
+        release.set()
+        await asyncio.gather(*background)
+        pool.shutdown()
+        return order
+
+    # With two threads, background work holds at most one: job-2 waited for job-1.
+    assert asyncio.run(scenario()) == ["job-1", "request", "job-2"]
+
+
 def test_a_small_request_is_not_stuck_behind_large_ones() -> None:
     """Twelve large network requests queue for the codec threads; a small bicubic request sent
     after them is answered before them."""

@@ -269,6 +269,37 @@ def test_abandoned_requests_cost_nothing() -> None:
     run(main())
 
 
+def test_background_tiles_only_fill_the_slots_interactive_requests_leave() -> None:
+    async def main() -> None:
+        contents: list[set[float]] = []
+        rec = Recorder()
+        rec.gate.clear()
+        recorded = rec.__call__
+
+        def recording(model: ResidentModel, canvas: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+            out = recorded(model, canvas, mask)
+            contents.append({float(v) for v in canvas.amax(dim=(1, 2, 3))})
+            return out
+
+        batcher = Batcher(torch.device("cpu"), recording, max_batch_tiles=4, tile_size=8, max_batch_delay_s=0.005)
+        batcher.start()
+        model = fake_model()
+        # A video chunk's eight frames, four tiles each, queued first; then a request of 8 tiles.
+        frames = [start(batcher, model, torch.full((8, 32), 1.0), background=True) for _ in range(8)]
+        await asyncio.sleep(0.05)
+        request = start(batcher, model, torch.full((8, 64), 5.0))
+        await asyncio.sleep(0.05)
+        rec.gate.set()
+        await asyncio.gather(request, *frames)
+        await batcher.stop()
+        # Two background batches were sealed before the request came; its 8 tiles fill the
+        # next two batches whole (round robin alone would have spread them over eight).
+        assert contents[2] == contents[3] == {5.0}
+        assert all(batch == {1.0} for batch in contents[4:]) and len(contents) == 2 + 2 + 6
+
+    run(main())
+
+
 def test_batches_never_mix_models() -> None:
     async def main() -> None:
         rec = Recorder()

@@ -108,6 +108,8 @@ def test_bad_jobs_are_refused_at_submission_with_the_requests_problems(make_clie
     assert_problem(too_long, 413, "video_too_large")
     assert "SR_MAX_VIDEO_DURATION_S" in too_long.json()["detail"]
     assert_problem(submit(client, video[: len(video) // 3], "video/mp4", scale=2), 400, "invalid_image")
+    # An image format for a video is a mistake to say, not to ignore: the video keeps its container.
+    assert_problem(submit(client, video, "video/mp4", scale=2, format="png"), 422, "invalid_parameter")
     big_image = image_bytes(size=(200, 200))
     assert len(big_image) > 20_000
     assert_problem(submit(client, big_image, "image/png", scale=2), 413, "payload_too_large")
@@ -219,3 +221,34 @@ def test_jobs_are_counted_in_the_metrics(make_client: Any) -> None:
 def test_jobs_can_be_turned_off(make_client: Any) -> None:
     client = make_client(jobs=False)
     assert_problem(submit(client, image_bytes(), "image/png"), 404, "not_found")
+
+
+def test_sigterm_hands_a_running_job_back_at_once_not_after_the_request_timeout(tmp_path: Path) -> None:
+    env = {"SR_JOBS_DIR": str(tmp_path / "jobs"), "SR_VIDEO_CHUNK_FRAMES": "2", "SR_WARMUP": "false",
+           "SR_REQUEST_TIMEOUT_S": "30", "SR_DRAIN_DELAY_S": "5"}  # up, not ready, 5 s after the drain
+    video = synthetic_video("mp4", frames=120, size=(160, 120), audio=False)
+    with ServerProcess(tmp_path / "log", **env) as server, httpx.Client(base_url=server.url) as http:
+        location = submit(http, video, "video/mp4", scale=4).headers["location"]
+        wait_until(lambda: http.get(location).json()["progress"]["frames_done"] > 0, timeout_s=60)
+        store = SqliteJobStore(tmp_path / "jobs" / "jobs.sqlite3")
+        job_id = location.rsplit("/", 1)[1]
+        signalled = time.monotonic()
+        server.proc.terminate()
+
+        def handed_back() -> bool:
+            job = store.get(job_id)
+            return job is not None and job.state == "queued"
+
+        wait_until(handed_back, timeout_s=10)
+        assert time.monotonic() - signalled < 5  # a drain that waited for it would take 30 s
+        # Still draining: polls are answered, new jobs refused.
+        assert http.get(location).json()["state"] == "queued"
+        assert_problem(submit(http, image_bytes(), "image/png"), 503, "draining")
+
+
+def test_a_server_whose_job_database_is_down_still_upscales(make_client: Any) -> None:
+    client = make_client(jobs_database_url="postgresql://sr@127.0.0.1:1/nowhere")
+    assert post(client, image_bytes(), "image/png", scale=2).status_code == 200
+    refused = submit(client, image_bytes(), "image/png", scale=2)
+    assert_problem(refused, 503, "jobs_unavailable")
+    assert "Retry-After" in refused.headers

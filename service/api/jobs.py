@@ -55,10 +55,11 @@ class JobStatus(BaseModel):
     error: dict[str, Any] | None = Field(None, description="the problem (RFC 9457) that failed it")
 
 
-def _runner(runtime: RuntimeDep) -> JobRunner:
-    if runtime.jobs is None:
+def _runner(request: Request) -> JobRunner:
+    jobs: JobRunner | None = request.app.state.jobs
+    if jobs is None:
         raise NotFound("jobs are off on this server (SR_JOBS=false)")
-    return runtime.jobs
+    return jobs
 
 
 RunnerDep = Annotated[JobRunner, Depends(_runner)]

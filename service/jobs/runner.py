@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
 import os
 import sqlite3
@@ -29,11 +30,18 @@ from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, TypeVar
 
-from service.errors import JobsUnavailable, NotFound, Overloaded, PayloadTooLarge, ServiceError
+from service.errors import (
+    Draining,
+    JobsUnavailable,
+    NotFound,
+    Overloaded,
+    PayloadTooLarge,
+    ServiceError,
+)
 from service.jobs.files import JobFiles
-from service.jobs.store import Job, JobStore, open_store
+from service.jobs.store import Job, JobStore, SqliteJobStore
 from service.serving import upscaler
 from service.serving.admission import RequestCost
 from service.serving.runtime import Runtime
@@ -41,7 +49,6 @@ from service.serving.upscaler import UpscaleParams, UpscaleRequest
 
 log = logging.getLogger(__name__)
 
-P = ParamSpec("P")
 T = TypeVar("T")
 
 # How often a running job reports; its lease is several of these.
@@ -49,6 +56,7 @@ _HEARTBEAT_S = 1.0
 # How often an idle worker looks for a job another replica queued (a local submit wakes it).
 _POLL_S = 1.0
 _SWEEP_S = 5.0
+_DATABASE_RETRY_S = 5.0
 
 
 def _database_errors() -> tuple[type[BaseException], ...]:
@@ -80,26 +88,49 @@ class JobParams:
         return self.asked.check(runtime.offered(), runtime.models)
 
 
+def open_store(database_url: str, jobs_dir: Path) -> JobStore:
+    """``postgresql://...`` -> PostgreSQL; empty -> SQLite at ``jobs_dir/jobs.sqlite3``;
+    ``sqlite:///path`` -> SQLite there."""
+    if database_url.startswith(("postgresql://", "postgres://")):
+        from service.jobs.postgres import PostgresJobStore  # psycopg loads only when it is used
+
+        return PostgresJobStore(database_url)
+    if database_url.startswith("sqlite:///"):
+        return SqliteJobStore(Path(database_url.removeprefix("sqlite:///")))
+    if database_url:
+        raise ValueError(f"SR_JOBS_DATABASE_URL must be postgresql://... or sqlite:///..., got {database_url!r}")
+    return SqliteJobStore(jobs_dir / "jobs.sqlite3")
+
+
 class StoreThread:
     """The store's blocking calls, made one at a time from one thread off the event loop; a
-    database that cannot be reached is a 503 ``jobs_unavailable``."""
+    database that cannot be reached is a 503 ``jobs_unavailable``, and is connected to again at
+    the next call: a server whose database is down still serves ``/v1/upscale``."""
 
-    def __init__(self, store: JobStore) -> None:
-        self.store = store
+    def __init__(self, connect: Callable[[], JobStore]) -> None:
+        self._connect = connect
+        self._store: JobStore | None = None
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="jobs-db")
         self._errors = _database_errors()
 
-    async def call(self, func: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+    def _with_store(self, func: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]) -> T:
+        if self._store is None:
+            self._store = self._connect()
+        return func(self._store, *args, **kwargs)
+
+    async def call(self, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """``func(store, *args, **kwargs)`` on the database thread (``func``: a JobStore method)."""
         loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(self._thread, lambda: func(*args, **kwargs))
+            return await loop.run_in_executor(self._thread, self._with_store, func, args, kwargs)
         except self._errors as exc:
             log.error("job database: %s", exc)
             raise JobsUnavailable(f"the job database failed: {type(exc).__name__}") from None
 
     def close(self) -> None:
         self._thread.shutdown(wait=True)
-        self.store.close()
+        if self._store is not None:
+            self._store.close()
 
 
 @dataclass
@@ -112,10 +143,10 @@ class _Running:
 
 
 class JobRunner:
-    def __init__(self, runtime: Runtime, store: JobStore, files: JobFiles) -> None:
+    def __init__(self, runtime: Runtime, connect: Callable[[], JobStore], files: JobFiles) -> None:
         self.runtime = runtime
         self.settings = runtime.settings
-        self.db = StoreThread(store)
+        self.db = StoreThread(connect)
         self.files = files
         # Who claims: unique per process, readable in the database.
         self.owner = f"{os.uname().nodename}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -127,7 +158,8 @@ class JobRunner:
     @classmethod
     def open(cls, runtime: Runtime) -> JobRunner:
         settings = runtime.settings
-        return cls(runtime, open_store(settings.jobs_database_url, settings.jobs_dir), JobFiles(settings.jobs_dir))
+        return cls(runtime, functools.partial(open_store, settings.jobs_database_url, settings.jobs_dir),
+                   JobFiles(settings.jobs_dir))
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -148,14 +180,13 @@ class JobRunner:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         for running in list(self._running.values()):
             with contextlib.suppress(ServiceError):
-                await self.db.call(self.db.store.release, running.job.id, self.owner)
+                await self.db.call(JobStore.release, running.job.id, self.owner)
             log.info("job %s handed back to the queue", running.job.id)
         self._running.clear()
-        self.db.close()
 
-    @property
-    def stopped(self) -> bool:
-        return self._stopping
+    async def close(self) -> None:
+        """After :meth:`stop`, once nothing polls any more: the database connection."""
+        await asyncio.to_thread(self.db.close)
 
     # -- the API's side ----------------------------------------------------------------------
 
@@ -172,6 +203,8 @@ class JobRunner:
         The caller has written the body to :meth:`input_path`; on a refusal it is removed."""
         runtime, settings = self.runtime, self.settings
         try:
+            if runtime.lifecycle.draining:
+                raise Draining()
             request = params.request(runtime)
             source = self.files.input(job_id)
             if params.video:
@@ -184,12 +217,12 @@ class JobRunner:
                 data = await asyncio.to_thread(source.read_bytes)
                 image, _ = upscaler.price(runtime, data, request, params.accept)
                 frames = image.frames
-            counts = await self.db.call(self.db.store.counts)
+            counts = await self.db.call(JobStore.counts)
             active = counts["queued"] + counts["running"]
             if active >= settings.max_queued_jobs:
                 raise Overloaded(f"{active} jobs are queued or running (SR_MAX_QUEUED_JOBS="
                                  f"{settings.max_queued_jobs}); retry later", retry_after_s=30)
-            job = await self.db.call(self.db.store.create, job_id, params.to_json(), frames, size, time.time())
+            job = await self.db.call(JobStore.create, job_id, params.to_json(), frames, size, time.time())
         except BaseException:
             await asyncio.to_thread(self.files.remove, job_id)
             raise
@@ -197,7 +230,7 @@ class JobRunner:
         return job
 
     async def get(self, job_id: str) -> Job:
-        job = await self.db.call(self.db.store.get, job_id)
+        job = await self.db.call(JobStore.get, job_id)
         if job is None:
             raise NotFound(f"no job {job_id} (it may have expired: SR_JOB_RETENTION_S)")
         running = self._running.get(job_id)
@@ -211,10 +244,10 @@ class JobRunner:
         within a heartbeat), a finished one deleted with its result (None)."""
         job = await self.get(job_id)
         if job.finished:
-            await self.db.call(self.db.store.delete, job_id)
+            await self.db.call(JobStore.delete, job_id)
             await asyncio.to_thread(self.files.remove, job_id)
             return None
-        job = await self.db.call(self.db.store.cancel, job_id, time.time(), self.settings.job_retention_s)
+        job = await self.db.call(JobStore.cancel, job_id, time.time(), self.settings.job_retention_s)
         if job is None:
             raise NotFound(f"no job {job_id}")
         if job.state == "cancelled":
@@ -231,19 +264,22 @@ class JobRunner:
     # -- workers -----------------------------------------------------------------------------
 
     async def _work_loop(self) -> None:
-        store = self.db.store
         while not self._stopping:
             try:
-                job = await self.db.call(store.claim, self.owner, time.time(), self.settings.job_lease_s,
+                job = await self.db.call(JobStore.claim, self.owner, time.time(), self.settings.job_lease_s,
                                          self.settings.job_max_attempts)
             except JobsUnavailable:
-                job = None
+                await asyncio.sleep(_DATABASE_RETRY_S)  # logged once per try, not once a second
+                continue
             if job is None:
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout=_POLL_S)
                 continue
-            await self._run(job)
+            try:
+                await self._run(job)
+            except Exception:  # a bug of ours must not stop this worker taking jobs
+                log.exception("job %s: the runner failed; its lease will return it", job.id)
 
     async def _run(self, job: Job) -> None:
         running = _Running(job, frames_total=job.frames_total)
@@ -288,7 +324,7 @@ class JobRunner:
         for attempt in range(10):
             try:
                 return await self.db.call(
-                    self.db.store.finish, running.job.id, self.owner, state, time.time(),  # type: ignore[arg-type]
+                    JobStore.finish, running.job.id, self.owner, state, time.time(),  # type: ignore[arg-type]
                     self.settings.job_retention_s, result=result, error=error, frames_done=running.frames_done,
                 )
             except JobsUnavailable:
@@ -298,7 +334,6 @@ class JobRunner:
 
     async def _heartbeat(self, running: _Running, work: asyncio.Future[Any]) -> None:
         interval = min(_HEARTBEAT_S, self.settings.job_lease_s / 3)
-        store = self.db.store
         while not work.done():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(work), timeout=interval)
@@ -308,7 +343,7 @@ class JobRunner:
                 work.cancel()
                 return
             try:
-                beat = await self.db.call(store.heartbeat, running.job.id, self.owner, running.frames_done,
+                beat = await self.db.call(JobStore.heartbeat, running.job.id, self.owner, running.frames_done,
                                           running.frames_total, time.time(), self.settings.job_lease_s)
             except JobsUnavailable:
                 continue  # the lease is longer than a heartbeat: try again next time
@@ -385,16 +420,15 @@ class JobRunner:
             await asyncio.sleep(min(_SWEEP_S, self.settings.job_retention_s / 2))
 
     async def _sweep(self, *, orphans: bool = False) -> None:
-        store = self.db.store
-        for job_id in await self.db.call(store.expired, time.time()):
+        for job_id in await self.db.call(JobStore.expired, time.time()):
             await asyncio.to_thread(self.files.remove, job_id)
             log.info("job %s expired (SR_JOB_RETENTION_S)", job_id)
         if orphans:
             # Files with no row: a submission cut off between filing its input and its row.
             # Untouched for an upload's timeout, so not another replica's upload in progress.
-            known = await self.db.call(store.ids)
+            known = await self.db.call(JobStore.ids)
             for job_id in await asyncio.to_thread(self.files.folders) - known:
                 if await asyncio.to_thread(self.files.idle_s, job_id) > 10 * self.settings.upload_timeout_s:
                     await asyncio.to_thread(self.files.remove, job_id)
-        for state, count in (await self.db.call(store.counts)).items():
+        for state, count in (await self.db.call(JobStore.counts)).items():
             self.runtime.metrics.jobs.labels(state=state).set(count)

@@ -219,17 +219,3 @@ class SqliteJobStore(JobStore):
     def close(self) -> None:
         with self._lock:
             self._db.close()
-
-
-def open_store(database_url: str, jobs_dir: Path) -> JobStore:
-    """``postgresql://...`` -> PostgreSQL; empty -> SQLite at ``jobs_dir/jobs.sqlite3``;
-    ``sqlite:///path`` -> SQLite there."""
-    if database_url.startswith(("postgresql://", "postgres://")):
-        from service.jobs.postgres import PostgresJobStore
-
-        return PostgresJobStore(database_url)
-    if database_url.startswith("sqlite:///"):
-        return SqliteJobStore(Path(database_url.removeprefix("sqlite:///")))
-    if database_url:
-        raise ValueError(f"SR_JOBS_DATABASE_URL must be postgresql://... or sqlite:///..., got {database_url!r}")
-    return SqliteJobStore(jobs_dir / "jobs.sqlite3")

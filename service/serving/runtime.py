@@ -10,10 +10,10 @@ import logging
 import os
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, ParamSpec, TypeVar
+from typing import ParamSpec, TypeVar
 
 import torch
 from prometheus_client import CollectorRegistry
@@ -50,9 +50,6 @@ from service.serving.choice import (
 from service.serving.codec_pool import CodecPool
 from service.serving.metrics import Metrics, build_metrics, watch_cuda_memory
 
-if TYPE_CHECKING:
-    from service.jobs.runner import JobRunner
-
 log = logging.getLogger(__name__)
 
 P = ParamSpec("P")
@@ -84,7 +81,8 @@ class Runtime:
     gain_models: dict[int, GainModel]
     costs: CostModel = field(default_factory=CostModel)
     lifecycle: Lifecycle = field(default_factory=Lifecycle)
-    jobs: JobRunner | None = None  # /v1/jobs, when SR_JOBS (opened by the lifespan)
+    # Run first when draining begins (the job runner hands its running jobs back).
+    drain_hooks: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     _watchdog: asyncio.Task[None] = field(init=False, repr=False)
 
     @classmethod
@@ -267,8 +265,11 @@ class Runtime:
         self.lifecycle.draining = True
 
     async def drain(self, timeout_s: float) -> None:
-        """Refuse new work, then wait for the admitted requests to finish."""
+        """Refuse new work, hand the running jobs back to the queue (another replica resumes
+        them now, not after a lease or a deadline), then wait for the admitted requests."""
         self.begin_drain()
+        for hook in self.drain_hooks:
+            await hook()
         try:
             await asyncio.wait_for(self.lifecycle.idle.wait(), timeout=timeout_s)
         except TimeoutError:

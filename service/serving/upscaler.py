@@ -397,6 +397,9 @@ def price_video(
     time (Y, U, V at input and output size), and, for bytes in memory, the body and the
     answer's bytes (a job's input and result are files)."""
     settings = runtime.settings
+    if request.format is not None or request.quality is not None:
+        raise InvalidParameter("format and quality are for images: a video comes back in its own container "
+                               "(MP4 and QuickTime as H.264, WebM as VP9)")
     header = probe_video(source, request.scale, video_limits(settings, job=job))
     chunk = settings.video_chunk_frames
     in_memory = len(source) if isinstance(source, bytes) else 0
