@@ -29,13 +29,21 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     SR_HOST=0.0.0.0 \
     SR_PORT=8000 \
-    SR_MODEL_STORE=/app/model_store
-RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin subpixel
+    SR_MODEL_STORE=/app/model_store \
+    SR_JOBS_DIR=/app/jobs
+# SR_JOBS_DIR: job inputs, results and (without SR_JOBS_DATABASE_URL) the SQLite state, owned
+# by the service's user. A named volume mounted there (docker-compose.yml) starts as a copy of
+# this folder, owner included, so the user can write it; on Kubernetes the root filesystem is
+# read-only and a volume is mounted there (deploy/k8s/components/jobs).
+RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin subpixel \
+    && install -d -o subpixel -g subpixel -m 0750 /app/jobs
 COPY --from=build /opt/venv /opt/venv
 COPY model_store /app/model_store
 # Readable by the service user whatever the build context's file modes were.
 RUN chmod -R a+rX /app/model_store
 WORKDIR /app
+# Results outlive the container: without a volume of its own, docker run makes one here.
+VOLUME ["/app/jobs"]
 USER 10001
 EXPOSE 8000
 # Ready means models loaded and warmed up, and not draining.

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import re
+import shlex
 import shutil
 import subprocess
 import sys
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
+from urllib.parse import urlsplit
 
 import kubernetes_validate
 import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
+from service.config import Settings
 from service.serving.metrics import build_metrics
 
 from .helpers import REPO_ROOT
@@ -24,6 +27,7 @@ COMPONENTS = K8S / "components"
 OVERLAY = DEPLOY / "k8s-overlays" / "full"
 CPU_DEPLOYMENT = K8S / "deployment.yaml"
 GPU_DEPLOYMENT = COMPONENTS / "gpu" / "deployment-gpu.yaml"
+JOBS = COMPONENTS / "jobs"
 ADAPTER_VALUES = K8S / "prometheus-adapter-values.yaml"
 # Kinds whose schemas come from the Prometheus Operator's CRDs, not from Kubernetes.
 CRD_KINDS = {("monitoring.coreos.com/v1", "ServiceMonitor"), ("monitoring.coreos.com/v1", "PrometheusRule")}
@@ -62,15 +66,18 @@ def validate(obj: dict[str, Any]) -> None:
                 assert isinstance(rule["expr"], str) and ("alert" in rule) != ("record" in rule)
 
 
-def render_python(directory: Path) -> list[dict[str, Any]]:
-    """kustomize for the subset the shipped kustomizations use: resources and components.
+def render_python(directory: Path, accumulated: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """kustomize for the subset the shipped kustomizations use: resources, components, and
+    strategic-merge patches from files, by target or by their own kind and name.
 
-    The fallback where kubectl is absent; where it is present, a test checks both agree.
+    A Component is applied to what the kustomization including it has accumulated: its
+    resources join those, then its patches apply to them all. The fallback where kubectl is
+    absent; where it is present, a test checks both agree.
     """
     kustomization = load(directory / "kustomization.yaml")
-    assert set(kustomization) <= {"apiVersion", "kind", "resources", "components"}, (
+    assert set(kustomization) <= {"apiVersion", "kind", "resources", "components", "patches"}, (
         f"{directory}: a kustomize feature the pure-Python renderer lacks")
-    objects: list[dict[str, Any]] = []
+    objects = list(accumulated or [])
     for entry in kustomization.get("resources", []):
         path = (directory / entry).resolve()
         if path.is_dir():
@@ -80,8 +87,54 @@ def render_python(directory: Path) -> list[dict[str, Any]]:
     for entry in kustomization.get("components", []):
         component = (directory / entry).resolve()
         assert load(component / "kustomization.yaml")["kind"] == "Component"
-        objects += render_python(component)
+        objects = render_python(component, objects)
+    for entry in kustomization.get("patches", []):
+        assert set(entry) <= {"path", "target"}, f"{directory}: a patch the pure-Python renderer lacks: {entry}"
+        patch = load(directory / entry["path"])
+        if "target" in entry:
+            targets = [i for i, o in enumerate(objects) if targeted(entry["target"], o)]
+            patch = {**patch, "metadata": {k: v for k, v in patch["metadata"].items() if k != "name"}}
+        else:
+            targets = [i for i, o in enumerate(objects) if key(o) == key(patch)]
+            assert len(targets) == 1, f"{directory}: patch {entry['path']} matches {len(targets)} objects"
+        for i in targets:
+            objects[i] = strategic_merge(objects[i], patch)
     return objects
+
+
+def targeted(target: dict[str, str], obj: dict[str, Any]) -> bool:
+    assert set(target) <= {"kind", "name", "labelSelector"}, target
+    labels = obj["metadata"].get("labels", {})
+    wanted = dict(term.split("=", 1) for term in target.get("labelSelector", "").split(",") if term)
+    assert all(re.fullmatch(r"[\w./-]+", k + v) for k, v in wanted.items()), "equality selectors only"
+    return (target.get("kind", obj["kind"]) == obj["kind"] and target.get("name", obj["metadata"]["name"])
+            == obj["metadata"]["name"] and wanted.items() <= labels.items())
+
+
+# The merge keys of the pod template's lists (Kubernetes' patchMergeKey); other lists are replaced.
+MERGE_KEYS = {"containers": "name", "initContainers": "name", "env": "name", "volumes": "name",
+              "volumeMounts": "mountPath", "ports": "containerPort"}
+
+
+def strategic_merge(original: Any, patch: Any, field: str = "") -> Any:
+    """Maps merge key by key (null deletes); keyed lists merge by their key, the patch's items
+    first, then the original's others (kustomize's order); everything else is replaced."""
+    if isinstance(original, dict) and isinstance(patch, dict):
+        merged = dict(original)
+        for name, value in patch.items():
+            if value is None:
+                merged.pop(name, None)
+            else:
+                merged[name] = strategic_merge(merged[name], value, name) if name in merged else value
+        return merged
+    if isinstance(original, list) and isinstance(patch, list) and field in MERGE_KEYS:
+        merge_key = MERGE_KEYS[field]
+        by_key = {item[merge_key]: item for item in original}
+        patched = [strategic_merge(by_key[item[merge_key]], item) if item[merge_key] in by_key else item
+                   for item in patch]
+        named = {item[merge_key] for item in patch}
+        return patched + [item for item in original if item[merge_key] not in named]
+    return patch
 
 
 def render_kubectl(directory: Path) -> list[dict[str, Any]]:
@@ -100,7 +153,9 @@ def key(obj: dict[str, Any]) -> tuple[str, str, str]:
 
 
 @pytest.mark.parametrize("path", [CPU_DEPLOYMENT, K8S / "service.yaml", K8S / "pdb.yaml", K8S / "hpa.yaml",
-                                  GPU_DEPLOYMENT, COMPONENTS / "gpu" / "pdb-gpu.yaml"],
+                                  GPU_DEPLOYMENT, COMPONENTS / "gpu" / "pdb-gpu.yaml",
+                                  *sorted(set(JOBS.glob("*.yaml")) - {JOBS / "kustomization.yaml",
+                                                                      JOBS / "patch-deployments.yaml"})],
                          ids=lambda p: p.name)
 def test_manifest_validates_against_the_kubernetes_schema(path: Path) -> None:
     kubernetes_validate.validate(load(path), "1.30", strict=True)
@@ -109,14 +164,17 @@ def test_manifest_validates_against_the_kubernetes_schema(path: Path) -> None:
 def test_kustomizations_list_every_manifest() -> None:
     # The base: every manifest beside it (the adapter's Helm values are not one).
     assert set(load(K8S / "kustomization.yaml")["resources"]) == manifests(K8S) - {ADAPTER_VALUES.name}
-    # Each optional Component: every manifest in its folder, and the example overlay enables them all.
+    # Each optional Component: every manifest in its folder, a resource or a patch, and the
+    # example overlay enables them all.
     components = sorted(p.parent for p in COMPONENTS.glob("*/kustomization.yaml"))
-    assert {c.name for c in components} == {"monitoring", "gpu"}
+    assert {c.name for c in components} == {"monitoring", "gpu", "jobs"}
     for component in components:
         kustomization = load(component / "kustomization.yaml")
         assert kustomization["apiVersion"] == "kustomize.config.k8s.io/v1alpha1"
         assert kustomization["kind"] == "Component"
-        assert set(kustomization["resources"]) == manifests(component)
+        patches = {p["path"] for p in kustomization.get("patches", [])}
+        assert not patches & set(kustomization["resources"])
+        assert set(kustomization["resources"]) | patches == manifests(component)
     overlay = load(OVERLAY / "kustomization.yaml")
     assert [(OVERLAY / r).resolve() for r in overlay["resources"]] == [K8S]
     assert sorted((OVERLAY / c).resolve() for c in overlay["components"]) == components
@@ -136,7 +194,7 @@ def test_kustomize_renders_objects_that_validate(directory: Path) -> None:
     kinds = {o["kind"] for o in objects}
     assert {"Deployment", "Service", "PodDisruptionBudget", "HorizontalPodAutoscaler"} <= kinds
     if directory == OVERLAY:
-        assert {"ServiceMonitor", "PrometheusRule"} <= kinds
+        assert {"ServiceMonitor", "PrometheusRule", "StatefulSet", "PersistentVolumeClaim", "Secret"} <= kinds
         assert {"subpixel", "subpixel-gpu"} == {o["metadata"]["name"] for o in objects if o["kind"] == "Deployment"}
 
 
@@ -186,11 +244,18 @@ def pod_spec(path: Path) -> dict[str, Any]:
     return spec
 
 
+def env_values(container: dict[str, Any]) -> dict[str, str]:
+    """The plain values of a container's env (not those from a Secret)."""
+    names = [e["name"] for e in container.get("env", [])]
+    assert len(names) == len(set(names)), f"an env var set twice: {names}"
+    return {e["name"]: e["value"] for e in container.get("env", []) if "value" in e}
+
+
 @pytest.mark.parametrize("path", [CPU_DEPLOYMENT, GPU_DEPLOYMENT], ids=lambda p: p.name)
 def test_deployment_probes_and_grace(path: Path) -> None:
     pod = pod_spec(path)
     (container,) = pod["containers"]
-    env = {e["name"]: e["value"] for e in container["env"]}
+    env = env_values(container)
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert container["livenessProbe"]["httpGet"]["path"] == "/livez"
     # preStop runs inside the grace period, before SIGTERM: then the drain delay, then the
@@ -269,6 +334,176 @@ def test_the_hpa_metric_is_served_by_the_adapter_rule() -> None:
     assert re.search(r"by \(<<\.GroupBy>>\)", query), query
 
 
+def server_deployments(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [o for o in objects if o["kind"] == "Deployment"
+            and o["metadata"].get("labels", {}).get("app.kubernetes.io/name") == "subpixel"]
+
+
+def setting(env: dict[str, str], name: str) -> Any:
+    """What the server in the image reads for a setting: the container's env, else the image's
+    ENV, else the default; a relative path is the image's WORKDIR's."""
+    raw = env.get(f"SR_{name.upper()}", image_env().get(f"SR_{name.upper()}"))
+    value = Settings.model_fields[name].default if raw is None else getattr(Settings(**{name: raw}), name)
+    if isinstance(value, Path):
+        return PurePosixPath(image_workdir()) / value
+    return value
+
+
+def named(objects: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
+    (obj,) = [o for o in objects if o["kind"] == kind and o["metadata"]["name"] == name]
+    return obj
+
+
+def secret_value(secret: dict[str, Any], key: str) -> str:
+    assert "data" not in secret, "stringData keeps the placeholders readable"
+    value: str = secret["stringData"][key]
+    return value
+
+
+def from_secret(objects: list[dict[str, Any]], container: dict[str, Any], name: str) -> str:
+    """The value of an env var that must come from a Secret, never inline."""
+    (var,) = [e for e in container["env"] if e["name"] == name]
+    assert set(var) == {"name", "valueFrom"}, f"{name} must come from a Secret, not be written inline"
+    ref = var["valueFrom"]["secretKeyRef"]
+    return secret_value(named(objects, "Secret", ref["name"]), ref["key"])
+
+
+def mount_of(container: dict[str, Any], path: PurePosixPath) -> dict[str, Any]:
+    """The volume mount a path is written to: the deepest one holding it."""
+    mounts = [m for m in container.get("volumeMounts", []) if path.is_relative_to(m["mountPath"])]
+    assert mounts, f"{path} is on the container's root filesystem"
+    return max(mounts, key=lambda m: len(PurePosixPath(m["mountPath"]).parts))
+
+
+def storage_bytes(quantity: str) -> int:
+    match = re.fullmatch(r"(\d+)(Ki|Mi|Gi|Ti)?", quantity)
+    assert match, quantity
+    return int(match.group(1)) * 1024 ** ["", "Ki", "Mi", "Gi", "Ti"].index(match.group(2) or "")
+
+
+def most_replicas(objects: list[dict[str, Any]], deployment: dict[str, Any]) -> int:
+    hpas = [o for o in objects if o["kind"] == "HorizontalPodAutoscaler"
+            and o["spec"]["scaleTargetRef"]["name"] == deployment["metadata"]["name"]]
+    return max([deployment["spec"].get("replicas", 1), *(h["spec"]["maxReplicas"] for h in hpas)])
+
+
+def test_jobs_are_off_where_the_pods_could_not_share_them() -> None:
+    # The base scales to several pods; jobs' default state, SQLite in each pod's own
+    # SR_JOBS_DIR, would split the jobs between them (a poll on another pod: 404).
+    objects = render(K8S)
+    deployments = server_deployments(objects) + [load(GPU_DEPLOYMENT)]
+    assert sum(most_replicas(objects, d) for d in deployments) > 1
+    for deployment in deployments:
+        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        assert setting(env_values(container), "jobs") is False, deployment["metadata"]["name"]
+        assert not setting(env_values(container), "jobs_database_url")
+
+
+def test_the_jobs_component_shares_the_job_state_and_files_between_every_pod() -> None:
+    objects = render(OVERLAY)
+    deployments = server_deployments(objects)
+    # Both pools: components/jobs comes after components/gpu, whose Deployment it patches.
+    assert {d["metadata"]["name"] for d in deployments} == {"subpixel", "subpixel-gpu"}
+    pods_per_claim: dict[str, int] = {}
+    job_settings = []
+    for deployment in deployments:
+        pod = deployment["spec"]["template"]["spec"]
+        (container,) = pod["containers"]
+        env = env_values(container)
+        assert setting(env, "jobs") is True
+        # The state: PostgreSQL (SQLite is one pod's), its URL from a Secret.
+        assert urlsplit(from_secret(objects, container, "SR_JOBS_DATABASE_URL")).scheme == "postgresql"
+        # The files: SR_JOBS_DIR on a writable volume (the root filesystem is read-only),
+        # a claim every pod of both pools mounts.
+        assert container["securityContext"]["readOnlyRootFilesystem"] is True
+        mount = mount_of(container, setting(env, "jobs_dir"))
+        assert not mount.get("readOnly", False)
+        (volume,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+        claim = volume["persistentVolumeClaim"]["claimName"]
+        pods_per_claim[claim] = pods_per_claim.get(claim, 0) + most_replicas(objects, deployment)
+        # The volume writable by the server's user; not chowned again at every start.
+        assert pod["securityContext"]["fsGroup"] and pod["securityContext"]["fsGroupChangePolicy"] == "OnRootMismatch"
+        # On SIGTERM the jobs go back to the queue as the drain begins (after the preStop
+        # sleep; tests/test_jobs.py measures it), and the drain that follows fits the grace.
+        drained = (float(container["lifecycle"]["preStop"]["exec"]["command"][1])
+                   + setting(env, "request_timeout_s") + setting(env, "drain_delay_s"))
+        assert pod["terminationGracePeriodSeconds"] > drained
+        job_settings.append({n: setting(env, n) for n in Settings.model_fields if "job" in n})
+    # One queue: the pools agree on its settings (SR_MAX_QUEUED_JOBS counts all replicas).
+    assert all(s == job_settings[0] for s in job_settings)
+    for claim, pods in pods_per_claim.items():
+        spec = named(objects, "PersistentVolumeClaim", claim)["spec"]
+        assert pods == 1 or "ReadWriteMany" in spec["accessModes"], f"{pods} pods on different nodes mount {claim}"
+        # Room for a full queue of the largest uploads, beside the results.
+        full_queue = job_settings[0]["max_queued_jobs"] * job_settings[0]["max_job_upload_bytes"]
+        assert storage_bytes(spec["resources"]["requests"]["storage"]) > full_queue
+
+
+def postgres(objects: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any], dict[str, str]]:
+    (statefulset,) = [o for o in objects if o["kind"] == "StatefulSet"]
+    (container,) = statefulset["spec"]["template"]["spec"]["containers"]
+    return statefulset, container, env_values(container)
+
+
+def test_the_job_database_url_reaches_the_shipped_postgres() -> None:
+    objects = render(OVERLAY)
+    statefulset, container, env = postgres(objects)
+    (server, *_) = server_deployments(objects)
+    url = urlsplit(from_secret(objects, server["spec"]["template"]["spec"]["containers"][0], "SR_JOBS_DATABASE_URL"))
+    # The host is the StatefulSet's Service, which routes the URL's port to PostgreSQL's.
+    service = named(objects, "Service", str(url.hostname))
+    assert statefulset["spec"]["serviceName"] == service["metadata"]["name"]
+    assert service["spec"]["selector"].items() <= statefulset["spec"]["template"]["metadata"]["labels"].items()
+    (port,) = [p for p in service["spec"]["ports"] if p["port"] == (url.port or 5432)]
+    (container_port,) = [p for p in container["ports"] if port["targetPort"] in (p["name"], p["containerPort"])]
+    assert container_port["containerPort"] == 5432
+    # The user, database and password PostgreSQL is created with.
+    assert url.username == env["POSTGRES_USER"] and url.path == "/" + env["POSTGRES_DB"]
+    assert url.password == from_secret(objects, container, "POSTGRES_PASSWORD")
+    assert re.fullmatch(r"[0-9a-f]{32,}", url.password), "a placeholder that needs no escaping in the URL"
+
+
+def test_postgres_is_hardened_and_keeps_its_data_on_its_own_volume() -> None:
+    statefulset, container, env = postgres(render(OVERLAY))
+    spec = statefulset["spec"]
+    pod = spec["template"]["spec"]
+    # One primary: a second pod of this StatefulSet would be a second, empty database.
+    assert spec["replicas"] == 1 and container["image"].startswith("postgres:")
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] == pod["securityContext"]["fsGroup"] == 999  # the image's postgres
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert container["securityContext"] == pod_spec(CPU_DEPLOYMENT)["containers"][0]["securityContext"]
+    # The data in a folder of the claim's volume (its root may hold lost+found).
+    (template,) = spec["volumeClaimTemplates"]
+    data = mount_of(container, PurePosixPath(env["PGDATA"]))
+    assert data["name"] == template["metadata"]["name"] and PurePosixPath(env["PGDATA"]) != PurePosixPath(data["mountPath"])
+    # Read-only root: the socket and lock directory and /tmp are volumes.
+    for path in ("/var/run/postgresql", "/tmp"):
+        (volume,) = [v for v in pod["volumes"] if v["name"] == mount_of(container, PurePosixPath(path))["name"]]
+        assert volume == {"name": volume["name"], "emptyDir": {}}
+    assert container["readinessProbe"]["exec"]["command"][0] == "pg_isready"
+    assert container["resources"]["requests"]["memory"] and container["resources"]["limits"]["memory"]
+    # SIGTERM is PostgreSQL's smart shutdown, which waits for the server pods to disconnect.
+    stop = container["lifecycle"]["preStop"]["exec"]["command"]
+    assert stop[:2] == ["pg_ctl", "stop"] and stop[stop.index("-m") + 1] == "fast"
+
+
+def test_the_database_is_no_server_pod() -> None:
+    objects = render(OVERLAY)
+    statefulset, container, _ = postgres(objects)
+    labels = statefulset["spec"]["template"]["metadata"]["labels"]
+    for obj in objects:
+        if obj["kind"] in ("Service", "PodDisruptionBudget") and obj is not named(objects, "Service", "subpixel-postgres"):
+            selector = obj["spec"]["selector"]
+            selector = selector.get("matchLabels", selector)
+            assert not selector.items() <= labels.items(), f"{key(obj)} selects the database's pod"
+        if obj["kind"] == "ServiceMonitor":
+            service_labels = named(objects, "Service", "subpixel-postgres")["metadata"]["labels"]
+            assert not obj["spec"]["selector"]["matchLabels"].items() <= service_labels.items()
+    # The server patch left the database alone.
+    assert not [e for e in container["env"] if e["name"].startswith("SR_")]
+
+
 def test_compose_file_follows_the_compose_specification() -> None:
     tool = Path(sys.executable).parent / "check-jsonschema"
     result = subprocess.run(
@@ -292,6 +527,24 @@ def test_compose_wires_prometheus_grafana_and_a_gpu_profile() -> None:
     assert device["driver"] == "nvidia" and "gpu" in device["capabilities"]
 
 
+def test_compose_keeps_the_jobs_on_one_named_volume() -> None:
+    compose = load(REPO_ROOT / "docker-compose.yml")
+    sources = set()
+    for name in ("subpixel", "subpixel-gpu"):
+        service = compose["services"][name]
+        env = {k: str(v) for k, v in service["environment"].items()}
+        assert setting(env, "jobs") is True and not setting(env, "jobs_database_url")  # SQLite, in the volume
+        jobs_dir = str(setting(env, "jobs_dir"))
+        mounts = [m.split(":") for m in service.get("volumes", [])]
+        (mount,) = [m for m in mounts if m[1] == jobs_dir]
+        assert mount[2:] in ([], ["rw"])
+        sources.add(mount[0])
+    # A named volume (survives restart, recreate and `down`), not a bind mount; one for every
+    # replica on the host, so any of them answers for any job.
+    (source,) = sources
+    assert source in compose["volumes"] and "/" not in source and not source.startswith(".")
+
+
 def test_dockerfile_passes_hadolint() -> None:
     hadolint = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
     result = subprocess.run(
@@ -306,6 +559,55 @@ def test_dockerfile_runs_as_non_root_with_health_and_stop_signal() -> None:
     assert text.count("FROM ") >= 2  # multi-stage
     assert "USER 10001" in text and "HEALTHCHECK" in text and "/readyz" in text
     assert "STOPSIGNAL SIGTERM" in text and "COPY model_store" in text
+
+
+def dockerfile_final_stage() -> list[tuple[str, str]]:
+    """The last stage's instructions, continuation lines joined and comments dropped."""
+    text = re.sub(r"\\\n", " ", (REPO_ROOT / "Dockerfile").read_text())
+    instructions = []
+    for line in text.splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            instruction, _, args = line.strip().partition(" ")
+            instructions.append((instruction.upper(), args.strip()))
+    last_from = max(i for i, (instruction, _) in enumerate(instructions) if instruction == "FROM")
+    return instructions[last_from + 1:]
+
+
+def image_env() -> dict[str, str]:
+    env = {}
+    for instruction, args in dockerfile_final_stage():
+        if instruction == "ENV":
+            env.update(word.split("=", 1) for word in shlex.split(args))
+    return env
+
+
+def image_workdir() -> str:
+    (*_, workdir) = [args for instruction, args in dockerfile_final_stage() if instruction == "WORKDIR"]
+    return workdir
+
+
+def test_the_image_gives_its_user_a_writable_jobs_dir_on_a_volume() -> None:
+    stage = dockerfile_final_stage()
+    jobs_dir = image_env()["SR_JOBS_DIR"]
+    assert PurePosixPath(jobs_dir).is_absolute() and setting({}, "jobs_dir") == PurePosixPath(jobs_dir)
+    (useradd,) = [args for instruction, args in stage if instruction == "RUN" and "useradd" in args]
+    words = useradd.split("&&")[0].split()
+    uid, user = words[words.index("--uid") + 1], words[-1]
+    (user_at,) = [i for i, (instruction, args) in enumerate(stage) if instruction == "USER"]
+    assert stage[user_at][1] == uid
+    # Created, owned by the user, before USER; a VOLUME, so a named volume starts as its copy.
+    owner = rf"(?:{uid}|{user})"
+    made = [i for i, (instruction, args) in enumerate(stage) if instruction == "RUN" and (
+        re.search(rf"install -d\b[^&;]* -o {owner}\b[^&;]* {re.escape(jobs_dir)}\b", args)
+        or re.search(rf"chown (?:-R )?{owner}(?::\S+)? [^&;]*{re.escape(jobs_dir)}\b", args))]
+    assert made and made[0] < user_at, f"no RUN gives {jobs_dir} to {user}"
+    volumes = [json_or_words(args) for instruction, args in stage if instruction == "VOLUME"]
+    assert any(jobs_dir in v for v in volumes)
+
+
+def json_or_words(args: str) -> list[str]:
+    words: list[str] = yaml.safe_load(args) if args.startswith("[") else args.split()
+    return words
 
 
 def test_compose_gpu_service_keeps_every_cpu_setting() -> None:
@@ -370,5 +672,15 @@ def test_dockerignore_keeps_what_the_dockerfile_copies_and_drops_the_venv() -> N
     dropped = [t for t in tracked if dockerignore_excludes(patterns, t)]
     assert not dropped, f".dockerignore drops what the Dockerfile COPYs: {dropped}"
     for path in (".venv/bin/python", ".git/HEAD", "runs/x", "test-artifacts/x", "service/__pycache__/app.pyc",
-                 "subpixel.egg-info/PKG-INFO", ".pytest_cache/x", ".hypothesis/x", "bench-results/x"):
+                 "subpixel.egg-info/PKG-INFO", ".pytest_cache/x", ".hypothesis/x", "bench-results/x",
+                 "jobs/jobs.sqlite3", "jobs/data/x/input"):
         assert dockerignore_excludes(patterns, path), path
+
+
+def test_no_deployment_file_is_git_ignored() -> None:
+    # An ignored file is left out of `git add` without a word: the Component would be lost.
+    files = [str(p.relative_to(REPO_ROOT)) for p in DEPLOY.rglob("*") if p.is_file() and "__pycache__" not in p.parts]
+    result = subprocess.run(["git", "check-ignore", "--no-index", "-v", "--", *files, "Dockerfile",
+                             "docker-compose.yml", ".dockerignore"], cwd=REPO_ROOT, capture_output=True, text=True)
+    assert result.returncode in (0, 1), result.stderr
+    assert not result.stdout, f".gitignore hides deployment files (anchor the pattern, e.g. /jobs/):\n{result.stdout}"
