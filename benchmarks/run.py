@@ -206,6 +206,9 @@ CONFIGS = {
     "onnxruntime": {"SR_BACKEND": "onnxruntime"},
     # One inference thread: the other core is left to decode, colour work and encode.
     "onnxruntime-1thread": {"SR_BACKEND": "onnxruntime", "SR_TORCH_THREADS": "1"},
+    # Torch's intra-op pool left at the two cores for the codec threads' colour work (what the
+    # server did before it set that pool to one thread when every network runs on ONNX Runtime).
+    "onnxruntime-torchpool2": {"SR_BACKEND": "onnxruntime", "SR_TORCH_THREADS": "2"},
     "torch-nobatch": {"SR_BACKEND": "torch", "SR_MAX_BATCH_SIZE": "1"},
     # The PNG encoder's share: every PNG through Pillow at SR_PNG_COMPRESS_LEVEL instead of fpng.
     "torch-pillowpng": {"SR_BACKEND": "torch", "SR_PNG_ENCODER": "pillow"},

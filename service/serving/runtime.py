@@ -104,6 +104,13 @@ class Runtime:
             settings.model_store, device, dtype, backend=settings.backend,
             threads=torch.get_num_threads(), batch=settings.max_batch_size, tile=settings.tile_size,
         )
+        if device.type == "cpu" and not settings.torch_threads and all(
+            m.backend["backend"] == "onnxruntime" for m in models
+        ):
+            # The networks run on ONNX Runtime's own threads; torch is left the codec threads'
+            # colour work, where its intra-op pool only makes the two codec threads and the
+            # network's threads fight over two cores.
+            torch.set_num_threads(1)
         offered = [(m, s) for m, scales in offered_methods(models).items() for s in scales]
         metrics = build_metrics(registry or CollectorRegistry(), offered)
         for m in models:
