@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from service.imaging.colour import grey_to_studio, rgb_to_ycbcr, studio_to_grey, ycbcr_to_rgb
+from service.imaging.colour import grey_to_studio, rgb_to_ycbcr, studio_to_grey, ycbcr_planes_to_rgb
 from service.imaging.resamplers import interpolate
 
 # The work is done in strips of rows, each small enough to stay in cache, written into one
@@ -114,19 +114,26 @@ def split_for_model(pixels: np.ndarray, mode: str, scale: int) -> ModelInput:
 
 
 def merge_from_model(model_input: ModelInput, luma_hr: torch.Tensor) -> np.ndarray:
-    """Combine the network's (rH, rW) luminance with the bicubic planes into uint8 pixels."""
+    """Combine the network's (rH, rW) luminance with the bicubic planes into uint8 pixels:
+    each output channel computed as one plane and rounded into its place in the interleaved
+    answer, with no stacked float copy of the answer."""
     rest, scale = model_input.rest, model_input.scale
     _, planes, height, width = rest.shape
     out = np.empty((height * scale, width * scale, planes + 1), np.uint8)
+    answer = torch.from_numpy(out)
     for top, bottom in strips(height, width, scale):
-        y = luma_hr[None, None, top * scale:bottom * scale].to(torch.float32)
-        around = _upscaled_rows(rest, top, bottom, scale, "bicubic") if planes else None
+        rows = answer[top * scale:bottom * scale]
+        y = luma_hr[top * scale:bottom * scale].to(torch.float32)
+        around = _upscaled_rows(rest, top, bottom, scale, "bicubic")[0] if planes else None
         if model_input.mode in ("L", "LA"):
-            y = studio_to_grey(y)
-            merged = y if around is None else torch.cat([y, around], dim=1)
+            channels: tuple[torch.Tensor, ...] = (studio_to_grey(y),)
+            extra = around
         else:
             assert around is not None
-            rgb = ycbcr_to_rgb(torch.cat([y, around[:, :2]], dim=1))
-            merged = torch.cat([rgb, around[:, 2:]], dim=1)
-        out[top * scale:bottom * scale] = _pixels(merged)
+            channels = ycbcr_planes_to_rgb(y, around[0], around[1])
+            extra = around[2:]
+        if extra is not None:
+            channels = (*channels, *extra)
+        for index, plane in enumerate(channels):
+            rows[..., index].copy_(plane.round_().clamp_(0, 255))  # temporaries: rounded in place
     return out
