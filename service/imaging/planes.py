@@ -8,13 +8,15 @@ The evaluation command calls these same functions, so the card's numbers are the
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from service.imaging.colour import grey_to_studio, rgb_to_ycbcr, studio_to_grey, ycbcr_planes_to_rgb
-from service.imaging.resamplers import interpolate
+from service.imaging.resamplers import bicubic_by_phases, interpolate
 
 # The work is done in strips of rows, each small enough to stay in cache, written into one
 # preallocated uint8 answer. With whole-image float temporaries a 4096x4096 x2 request peaked
@@ -46,11 +48,14 @@ def strips(height: int, width: int, scale: int) -> list[tuple[int, int]]:
     return [(top, min(height, top + rows)) for top in range(0, height, rows)]
 
 
-def _upscaled_rows(planes: torch.Tensor, top: int, bottom: int, scale: int, method: str) -> torch.Tensor:
-    """The output rows [top*scale, bottom*scale) of ``interpolate(planes, scale, method)``,
-    computed from input rows [top, bottom) and a halo, bit-identical to the whole-image call."""
+def _upscaled_rows(
+    planes: torch.Tensor, top: int, bottom: int, scale: int, resample: Callable[[torch.Tensor], torch.Tensor]
+) -> torch.Tensor:
+    """The output rows [top*scale, bottom*scale) of ``resample(planes)`` (an upscaling by
+    ``scale``), computed from input rows [top, bottom) and a halo, bit-identical to the
+    whole-image call."""
     first, last = max(0, top - _STRIP_HALO), min(planes.shape[-2], bottom + _STRIP_HALO)
-    up = interpolate(planes[..., first:last, :], scale, method)
+    up = resample(planes[..., first:last, :])
     offset = (top - first) * scale
     return up[..., offset:offset + (bottom - top) * scale, :]
 
@@ -68,7 +73,8 @@ def classical_upscale(
     for top, bottom in strips(height, width, scale):
         first, last = max(0, top - _STRIP_HALO), min(height, bottom + _STRIP_HALO)
         planes = _planes(pixels[first:last])
-        rows = _upscaled_rows(planes, top - first, bottom - first, scale, method)
+        rows = _upscaled_rows(planes, top - first, bottom - first, scale,
+                              functools.partial(interpolate, scale=scale, method=method))
         out[top * scale:bottom * scale] = _pixels(rows)
     return out
 
@@ -121,10 +127,13 @@ def merge_from_model(model_input: ModelInput, luma_hr: torch.Tensor) -> np.ndarr
     _, planes, height, width = rest.shape
     out = np.empty((height * scale, width * scale, planes + 1), np.uint8)
     answer = torch.from_numpy(out)
+    # Cb, Cr and alpha: bicubic in its sub-pixel form, 3x faster than interpolate's (the
+    # chroma was most of a merge); the classical methods keep interpolate's own.
+    chroma = functools.partial(bicubic_by_phases, scale=scale)
     for top, bottom in strips(height, width, scale):
         rows = answer[top * scale:bottom * scale]
         y = luma_hr[top * scale:bottom * scale].to(torch.float32)
-        around = _upscaled_rows(rest, top, bottom, scale, "bicubic")[0] if planes else None
+        around = _upscaled_rows(rest, top, bottom, scale, chroma)[0] if planes else None
         if model_input.mode in ("L", "LA"):
             channels: tuple[torch.Tensor, ...] = (studio_to_grey(y),)
             extra = around
