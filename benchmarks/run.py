@@ -9,7 +9,7 @@ image latency is the bar for concurrency 1. Then, for each configuration (``torc
 ``onnxruntime``: SR_BACKEND; ``torch-nobatch``: SR_MAX_BATCH_SIZE=1) a server process (uvicorn)
 and an httpx client here, x3 espcn PNG at each size and concurrency: images/s, p50/p95/p99, the
 ratio to the reference, and the median stage split from Server-Timing (decode, queue, infer,
-post = split + merge, encode). Also the server's pipeline in process, one request at a time
+post, and within it the colour split and merge, encode). Also the server's pipeline in process, one request at a time
 (``serving.upscaler.upscale``, no HTTP), a mixed-size workload (64..1024 px sides), and every
 learned method's calibrated ms per output megapixel. The client shares the machine's cores with
 the server: on 2 cores that costs the service a few percent, and the numbers say so.
@@ -214,7 +214,7 @@ CONFIGS = {
     "torch-pillowpng": {"SR_BACKEND": "torch", "SR_PNG_ENCODER": "pillow"},
 }
 REFERENCE = REPO_ROOT.parent / "shared" / "tools" / "ref_pipeline.py"
-STAGES = ("decode", "queue", "infer", "post", "encode", "total")
+STAGES = ("decode", "queue", "infer", "post", "split", "merge", "encode", "total")
 
 
 def reference(body: bytes, scale: int, n: int) -> dict[str, Any] | None:
@@ -332,7 +332,8 @@ def main(argv: list[str] | None = None) -> None:
                 print(f"| {label} | {size} | {c} | {r['rps']:.1f} | {r.get('vs_reference', float('nan')):.2f} | "
                       f"{r['p50_ms']:.0f} | {r['p99_ms']:.0f} | {r.get('p50_vs_reference_single', float('nan')):.2f} "
                       f"| {r['network_gflops']:.0f} |")
-    print("\nmedian ms per image by stage (Server-Timing; post = colour split + merge)")
+    print("\nmedian ms per image by stage (Server-Timing; post = all but the device between decode and "
+          "encode, of which split and merge are the colour work itself)")
     print("| config | size | c | " + " | ".join(STAGES) + " | answer KB |")
     print("|---|---|---|" + "---|" * (len(STAGES) + 1))
     for label in args.configs:

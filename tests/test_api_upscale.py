@@ -115,9 +115,12 @@ def test_headers_model_request_id_and_server_timing(client: TestClient) -> None:
     assert response.status_code == 200
     assert response.headers["x-request-id"] == "abc-123"
     assert response.headers["x-sr-model"].startswith("espcn-x3@")
-    timing = response.headers["server-timing"]
-    for stage in ("queue", "infer", "encode"):
-        assert f"{stage};dur=" in timing
+    timing = dict(part.strip().split(";dur=") for part in response.headers["server-timing"].split(","))
+    stages = {name: float(ms) for name, ms in timing.items()}
+    assert list(stages) == ["read", "decode", "queue", "infer", "post", "split", "merge", "encode", "total"]
+    # The colour work is inside post, and every stage inside the total.
+    assert stages["split"] + stages["merge"] <= stages["post"] + 0.01
+    assert sum(v for k, v in stages.items() if k not in ("split", "merge", "total")) <= stages["total"] + 0.01
 
 
 def test_request_id_is_generated_when_absent(client: TestClient) -> None:

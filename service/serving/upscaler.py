@@ -171,7 +171,10 @@ class Upscaled:
     input_size: tuple[int, int]  # (width, height)
     output_size: tuple[int, int]
     frames: int  # 1 for a still image
-    stages: dict[str, float]  # seconds: decode, queue, infer, post, encode
+    # Seconds: decode, queue, infer, post (all between decode and encode that is not the
+    # device's: the colour work and the waits for a codec thread), split and merge (the colour
+    # work itself, inside post; learned methods only), encode.
+    stages: dict[str, float]
 
 
 @dataclass(frozen=True)
@@ -182,6 +185,8 @@ class Processed:
     queue_s: float
     infer_s: float
     model_ref: str | None
+    split_s: float = 0.0  # the colour split's own time on a codec thread
+    merge_s: float = 0.0
 
 
 def output_format(request: UpscaleRequest, accept: str, input_format: str) -> str:
@@ -305,6 +310,8 @@ async def upscale(
             "queue": queue_s,
             "infer": infer_s,
             "post": max(0.0, processed_at - decoded_at - queue_s - infer_s),
+            **({"split": sum(f.split_s for f in frames), "merge": sum(f.merge_s for f in frames)}
+               if processed.model_ref is not None else {}),
             "encode": finished - processed_at,
         },
     )
@@ -332,12 +339,19 @@ async def upscale_pixels(
         out = await cpu(functools.partial(classical_upscale, pixels, scale, method, align_corners=align_corners))
         return Processed(out, 0.0, time.monotonic() - started, None)
     model = await _network_for(runtime, method, scale, card)
-    model_input = await cpu(functools.partial(split_for_model, pixels, mode, scale))
+    model_input, split_s = await cpu(functools.partial(_timed, split_for_model, pixels, mode, scale))
     result = await runtime.batcher.run(model, model_input.luma, deadline, abandoned=abandoned, background=background)
     if runtime.lifecycle.ready:  # calibration's requests are not traffic
         runtime.metrics.queue_wait.labels(method=method, scale=str(scale)).observe(result.queue_s)
-    out = await cpu(functools.partial(merge_from_model, model_input, result.plane))
-    return Processed(out, result.queue_s, result.infer_s, model.ref)
+    out, merge_s = await cpu(functools.partial(_timed, merge_from_model, model_input, result.plane))
+    return Processed(out, result.queue_s, result.infer_s, model.ref, split_s, merge_s)
+
+
+def _timed(func: Callable[..., T], *args: Any) -> tuple[T, float]:
+    """``func(*args)`` and its seconds, measured where it runs (a codec thread), not waited."""
+    started = time.perf_counter()
+    result = func(*args)
+    return result, time.perf_counter() - started
 
 
 async def _network_for(runtime: Runtime, method: str, scale: int, card: ModelCard | None) -> ResidentModel:
