@@ -173,6 +173,34 @@ def test_the_codec_pool_takes_the_smallest_job_first_and_skips_the_late() -> Non
     assert isinstance(error, DeadlineExceeded)
 
 
+def test_a_cancelled_caller_waits_for_its_running_codec_job_to_end() -> None:
+    """A job's DELETE cancels its pipeline: the step running on a codec thread finishes before
+    the caller goes on (to close the video container that step is writing, say)."""
+    async def scenario() -> list[str]:
+        pool = CodecPool(1)
+        order: list[str] = []
+        release = threading.Event()
+
+        def step() -> None:
+            release.wait(5)
+            order.append("step done")
+
+        caller = asyncio.ensure_future(pool.run(step, size=1))
+        await asyncio.sleep(0.05)
+        caller.cancel()
+        await asyncio.sleep(0.1)
+        assert not caller.done()  # still waiting for the step it started
+        release.set()
+        try:
+            await caller
+        except asyncio.CancelledError:
+            order.append("caller cancelled")
+        pool.shutdown()
+        return order
+
+    assert asyncio.run(scenario()) == ["step done", "caller cancelled"]
+
+
 def test_background_work_leaves_a_codec_thread_to_interactive_requests() -> None:
     async def scenario() -> list[str]:
         pool = CodecPool(2)

@@ -19,6 +19,7 @@ from .postgres import postgres_url  # noqa: F401 - the fixture
 from .test_jobs import finished, slow_network, submit
 
 LEASE = 30.0
+KEEP = 600.0  # retention of finished jobs
 
 
 def _fresh_postgres(url: str) -> JobStore:
@@ -51,25 +52,25 @@ def test_a_job_is_queued_with_its_parameters_and_claimed_oldest_first(stores: tu
     assert (first.frames_total, first.input_bytes, first.attempts) == (240, 1234, 0)
     assert b.counts() == {"queued": 2, "running": 0, "succeeded": 0, "failed": 0, "cancelled": 0}
 
-    claimed = b.claim("replica-b", now=102.0, lease_s=LEASE, max_attempts=2)
+    claimed = b.claim("replica-b", now=102.0, lease_s=LEASE, max_attempts=2, retention_s=KEEP)
     assert claimed is not None and claimed.id == "a" * 32
     assert (claimed.state, claimed.owner, claimed.attempts, claimed.started_at) == ("running", "replica-b", 1, 102.0)
-    second = a.claim("replica-a", now=102.0, lease_s=LEASE, max_attempts=2)
+    second = a.claim("replica-a", now=102.0, lease_s=LEASE, max_attempts=2, retention_s=KEEP)
     assert second is not None and second.id == "b" * 32
-    assert a.claim("replica-a", now=103.0, lease_s=LEASE, max_attempts=2) is None
+    assert a.claim("replica-a", now=103.0, lease_s=LEASE, max_attempts=2, retention_s=KEEP) is None
 
 
 def test_the_owner_renews_its_lease_with_progress_and_records_the_outcome(stores: tuple[JobStore, JobStore]) -> None:
     a, b = stores
     job = a.create("c" * 32, {}, 100, 1, now=0.0)
-    assert a.claim("A", now=1.0, lease_s=LEASE, max_attempts=2) is not None
+    assert a.claim("A", now=1.0, lease_s=LEASE, max_attempts=2, retention_s=KEEP) is not None
     beat = a.heartbeat(job.id, "A", 40, 100, now=20.0, lease_s=LEASE)
     assert beat.owned and not beat.cancel
     assert not b.heartbeat(job.id, "B", 1, 100, now=20.0, lease_s=LEASE).owned  # not B's job
     seen = b.get(job.id)
     assert seen is not None and seen.frames_done == 40 and seen.lease_until == 50.0
     # Renewed at 20 s, so at 45 s (past the first lease) nobody else may take it.
-    assert b.claim("B", now=45.0, lease_s=LEASE, max_attempts=2) is None
+    assert b.claim("B", now=45.0, lease_s=LEASE, max_attempts=2, retention_s=KEEP) is None
 
     assert not b.finish(job.id, "B", "succeeded", now=60.0, retention_s=10.0, result={"bytes": 1})
     assert a.finish(job.id, "A", "succeeded", now=60.0, retention_s=10.0, result={"bytes": 1}, frames_done=100)
@@ -83,24 +84,27 @@ def test_the_owner_renews_its_lease_with_progress_and_records_the_outcome(stores
 def test_an_interrupted_job_is_claimed_again_then_failed_past_the_attempts(stores: tuple[JobStore, JobStore]) -> None:
     a, b = stores
     job = a.create("d" * 32, {}, 1, 1, now=0.0)
-    assert a.claim("A", now=1.0, lease_s=LEASE, max_attempts=2) is not None
+    assert a.claim("A", now=1.0, lease_s=LEASE, max_attempts=2, retention_s=KEEP) is not None
     # A died: its lease (until 31 s) runs out; B runs the job again from the start.
-    again = b.claim("B", now=32.0, lease_s=LEASE, max_attempts=2)
+    again = b.claim("B", now=32.0, lease_s=LEASE, max_attempts=2, retention_s=KEEP)
     assert again is not None and again.id == job.id and again.owner == "B" and again.attempts == 2
     assert not a.heartbeat(job.id, "A", 1, 1, now=33.0, lease_s=LEASE).owned  # A, back, must stop
     # B dies too: two starts were allowed, so the job fails instead of a third.
-    assert a.claim("A", now=70.0, lease_s=LEASE, max_attempts=2) is None
+    assert a.claim("A", now=70.0, lease_s=LEASE, max_attempts=2, retention_s=KEEP) is None
     failed = a.get(job.id)
     assert failed is not None and failed.state == "failed" and failed.error is not None
     assert failed.error["code"] == "job_interrupted" and failed.error["status"] == 500
+    # Ended, so it expires like any finished job.
+    assert failed.expires_at == 70.0 + KEEP and failed.owner is None
+    assert a.expired(now=70.0 + KEEP + 1) == [job.id]
 
 
 def test_a_stopping_replica_hands_its_job_back_without_spending_an_attempt(stores: tuple[JobStore, JobStore]) -> None:
     a, b = stores
     job = a.create("e" * 32, {}, 1, 1, now=0.0)
-    assert a.claim("A", now=1.0, lease_s=LEASE, max_attempts=1) is not None
-    a.release(job.id, "A")
-    back = b.claim("B", now=2.0, lease_s=LEASE, max_attempts=1)
+    assert a.claim("A", now=1.0, lease_s=LEASE, max_attempts=1, retention_s=KEEP) is not None
+    a.release(job.id, "A", now=1.5, retention_s=KEEP)
+    back = b.claim("B", now=2.0, lease_s=LEASE, max_attempts=1, retention_s=KEEP)
     assert back is not None and back.attempts == 1 and back.owner == "B"
 
 
@@ -108,13 +112,32 @@ def test_cancel_stops_a_queued_job_at_once_and_asks_the_owner_of_a_running_one(s
     a, b = stores
     running = a.create("f" * 32, {}, 1, 1, now=0.0)
     queued = a.create("0" * 32, {}, 1, 1, now=0.5)
-    assert a.claim("A", now=1.0, lease_s=LEASE, max_attempts=2) == a.get(running.id)
+    assert a.claim("A", now=1.0, lease_s=LEASE, max_attempts=2, retention_s=KEEP) == a.get(running.id)
     asked = b.cancel(running.id, now=2.0, retention_s=5.0)
     assert asked is not None and asked.state == "running" and asked.cancel_requested
     assert a.heartbeat(running.id, "A", 0, 1, now=3.0, lease_s=LEASE).cancel  # its owner learns it
     cancelled = b.cancel(queued.id, now=2.0, retention_s=5.0)
     assert cancelled is not None and cancelled.state == "cancelled" and cancelled.expires_at == 7.0
-    assert a.claim("A", now=3.0, lease_s=LEASE, max_attempts=2) is None
+    assert a.claim("A", now=3.0, lease_s=LEASE, max_attempts=2, retention_s=KEEP) is None
+
+
+def test_a_deleted_job_nobody_runs_any_more_ends_cancelled(stores: tuple[JobStore, JobStore]) -> None:
+    a, b = stores
+    orphan = a.create("1" * 32, {}, 1, 1, now=0.0)
+    handed_back = a.create("2" * 32, {}, 1, 1, now=0.5)
+    assert a.claim("A", now=1.0, lease_s=LEASE, max_attempts=2, retention_s=KEEP) is not None  # orphan
+    assert a.claim("A2", now=1.0, lease_s=LEASE, max_attempts=2, retention_s=KEEP) is not None  # handed_back
+    for job in (orphan, handed_back):
+        b.cancel(job.id, now=2.0, retention_s=KEEP)
+    # A2 stops cleanly before its next heartbeat: the job it hands back was deleted, so it ends.
+    a.release(handed_back.id, "A2", now=3.0, retention_s=KEEP)
+    ended = b.get(handed_back.id)
+    assert ended is not None and ended.state == "cancelled" and ended.expires_at == 3.0 + KEEP
+    # A died with the other: when its lease runs out it is cancelled, not left running.
+    assert b.claim("B", now=40.0, lease_s=LEASE, max_attempts=2, retention_s=KEEP) is None
+    gone = b.get(orphan.id)
+    assert gone is not None and gone.state == "cancelled" and gone.expires_at == 40.0 + KEEP
+    assert b.counts()["running"] == b.counts()["queued"] == 0
 
 
 def test_two_replicas_claiming_at_once_never_take_the_same_job(stores: tuple[JobStore, JobStore]) -> None:
@@ -124,7 +147,7 @@ def test_two_replicas_claiming_at_once_never_take_the_same_job(stores: tuple[Job
     taken: dict[str, list[str]] = {"A": [], "B": []}
 
     def drain(store: JobStore, owner: str) -> None:
-        while (job := store.claim(owner, now=100.0, lease_s=LEASE, max_attempts=2)) is not None:
+        while (job := store.claim(owner, now=100.0, lease_s=LEASE, max_attempts=2, retention_s=KEEP)) is not None:
             taken[owner].append(job.id)
 
     threads = [threading.Thread(target=drain, args=(s, o)) for s, o in ((a, "A"), (b, "B"))]

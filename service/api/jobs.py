@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field
 from service.api.deps import ApiKey, RuntimeDep
 from service.api.openapi import problem_responses, upscale_request_body
 from service.api.params import UpscaleParamsDep, content_type_of, is_video, save_body
-from service.errors import JobNotFinished, NotFound, ServiceError
+from service.errors import Draining, JobNotFinished, NotFound
 from service.jobs.files import JOB_ID
 from service.jobs.runner import JobParams, JobRunner
 from service.jobs.store import Job
@@ -67,7 +67,7 @@ JobId = Annotated[str, Path(description="the id POST /v1/jobs answered", max_len
 
 
 def _checked(job_id: str) -> str:
-    if not JOB_ID.match(job_id):
+    if not JOB_ID.fullmatch(job_id):
         raise NotFound(f"no job {job_id!r}: job ids are 32 hexadecimal digits")
     return job_id
 
@@ -111,11 +111,14 @@ async def create_job(request: Request, runtime: RuntimeDep, jobs: RunnerDep, ask
     """Queue the upscaling of the body (an image or a video; the same parameters and body types
     as ``POST /v1/upscale``). Answers 202 with the job and its ``Location``; poll that."""
     asked.check(runtime.offered(), runtime.models)  # a 422 before the upload, not after it
+    if runtime.lifecycle.draining:
+        raise Draining()  # before the upload, too
     settings = runtime.settings
     job_id = jobs.new_id()
     path = jobs.input_path(job_id)
     try:
-        size = await save_body(request, path, settings.max_job_upload_bytes, settings.upload_timeout_s)
+        size = await save_body(request, path, settings.max_job_upload_bytes, settings.upload_timeout_s,
+                               multipart_limit=settings.max_upload_bytes)
         with path.open("rb") as head:
             video = is_video(content_type_of(request), head.read(16))
     except BaseException:
@@ -157,10 +160,13 @@ async def get_job_result(job_id: JobId, jobs: RunnerDep) -> Response:
     if int(result.get("frames", 1)) > 1:
         headers["X-SR-Frames"] = str(result["frames"])
     path = jobs.result_path(job)
-    if not path.exists():
-        raise ServiceError(f"job {job.id}'s result file is missing from SR_JOBS_DIR")
+    try:
+        # Stat once, here: a DELETE or the sweeper removing it from now on is a 404, not a 500.
+        found = path.stat()
+    except FileNotFoundError:
+        raise NotFound(f"job {job.id}'s result was deleted") from None
     extension = "jpg" if result["format"] == "jpeg" else result["format"]
-    return FileResponse(path, media_type=str(result["media_type"]), headers=headers,
+    return FileResponse(path, media_type=str(result["media_type"]), headers=headers, stat_result=found,
                         filename=f"{job.id}.{extension}", content_disposition_type="inline")
 
 

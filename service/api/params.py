@@ -142,13 +142,16 @@ async def read_body(request: Request, limit: int, timeout_s: float) -> bytes:
         raise _upload_timeout(timeout_s) from None
 
 
-async def save_body(request: Request, path: Path, limit: int, idle_timeout_s: float) -> int:
+async def save_body(request: Request, path: Path, limit: int, idle_timeout_s: float, *, multipart_limit: int) -> int:
     """The image or video streamed to ``path`` (a job's input, never held whole); its size.
-    A large upload may take long: the timeout is for the body to stall, not to finish."""
+    A large upload may take long: the timeout is for the body to stall, not to finish.
+    Multipart bodies are held to ``multipart_limit``: the parser spools the part to the
+    temporary directory first, which is not the jobs volume (send a large video raw)."""
     content_type = content_type_of(request)
     _check_content_type(content_type)
-    chunks = _stalling_after(_chunks(request, limit), idle_timeout_s)
-    if content_type.startswith("multipart/form-data"):
+    multipart = content_type.startswith("multipart/form-data")
+    chunks = _stalling_after(_chunks(request, min(limit, multipart_limit) if multipart else limit), idle_timeout_s)
+    if multipart:
         field = await _image_field(request, chunks)
         try:
             with path.open("wb") as out:

@@ -20,14 +20,25 @@ class PostgresJobStore(JobStore):
         self._psycopg = psycopg
         self._lock = threading.Lock()
         self._db = self._connect()
-        # Replicas starting together each try to create the table: one lock makes it one.
-        with self._db.transaction():
-            self._db.execute("SELECT pg_advisory_xact_lock(7317)")
-            for statement in filter(str.strip, SCHEMA.split(";")):
-                self._db.execute(statement)
+        try:
+            # Replicas starting together each try to create the table: one lock makes it one.
+            with self._db.transaction():
+                self._db.execute("SELECT pg_advisory_xact_lock(7317)")
+                for statement in filter(str.strip, SCHEMA.split(";")):
+                    self._db.execute(statement)
+        except BaseException:
+            self._db.close()
+            raise
 
     def _connect(self) -> Any:
-        return self._psycopg.connect(self._url, autocommit=True, connect_timeout=5)
+        # Bounded waits: a database that stops answering (a partition, not a refusal) is found
+        # out in seconds by keepalives and the TCP user timeout, and no statement runs for
+        # more than 5 s, so the one database thread is never stuck for the kernel's minutes.
+        return self._psycopg.connect(
+            self._url, autocommit=True, connect_timeout=5, keepalives=1, keepalives_idle=5,
+            keepalives_interval=2, keepalives_count=2, tcp_user_timeout=10_000,
+            options="-c statement_timeout=5000",
+        )
 
     def _execute(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         sql = sql.replace("?", "%s")

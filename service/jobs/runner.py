@@ -57,6 +57,9 @@ _HEARTBEAT_S = 1.0
 _POLL_S = 1.0
 _SWEEP_S = 5.0
 _DATABASE_RETRY_S = 5.0
+_DATABASE_TIMEOUT_S = 15.0
+# The sweeper looks for orphaned files (no row) this often, in sweeps.
+_ORPHAN_SWEEPS = 60
 
 
 def _database_errors() -> tuple[type[BaseException], ...]:
@@ -88,18 +91,23 @@ class JobParams:
         return self.asked.check(runtime.offered(), runtime.models)
 
 
-def open_store(database_url: str, jobs_dir: Path) -> JobStore:
-    """``postgresql://...`` -> PostgreSQL; empty -> SQLite at ``jobs_dir/jobs.sqlite3``;
-    ``sqlite:///path`` -> SQLite there."""
+def store_opener(database_url: str, jobs_dir: Path) -> Callable[[], JobStore]:
+    """How to connect to the job store the URL names, checked now (a wrong URL is a start-up
+    error, not a 500 per request later): ``postgresql://...`` -> PostgreSQL; empty -> SQLite
+    at ``jobs_dir/jobs.sqlite3``; ``sqlite:///path`` -> SQLite there."""
     if database_url.startswith(("postgresql://", "postgres://")):
         from service.jobs.postgres import PostgresJobStore  # psycopg loads only when it is used
 
-        return PostgresJobStore(database_url)
+        return functools.partial(PostgresJobStore, database_url)
     if database_url.startswith("sqlite:///"):
-        return SqliteJobStore(Path(database_url.removeprefix("sqlite:///")))
+        return functools.partial(SqliteJobStore, Path(database_url.removeprefix("sqlite:///")))
     if database_url:
         raise ValueError(f"SR_JOBS_DATABASE_URL must be postgresql://... or sqlite:///..., got {database_url!r}")
-    return SqliteJobStore(jobs_dir / "jobs.sqlite3")
+    return functools.partial(SqliteJobStore, jobs_dir / "jobs.sqlite3")
+
+
+def open_store(database_url: str, jobs_dir: Path) -> JobStore:
+    return store_opener(database_url, jobs_dir)()
 
 
 class StoreThread:
@@ -119,10 +127,17 @@ class StoreThread:
         return func(self._store, *args, **kwargs)
 
     async def call(self, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """``func(store, *args, **kwargs)`` on the database thread (``func``: a JobStore method)."""
+        """``func(store, *args, **kwargs)`` on the database thread (``func``: a JobStore
+        method), answered within ``_DATABASE_TIMEOUT_S`` or JobsUnavailable: a database that
+        hangs must not hang the API (the thread itself is bounded by the driver's timeouts)."""
         loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(self._thread, self._with_store, func, args, kwargs)
+            return await asyncio.wait_for(
+                loop.run_in_executor(self._thread, self._with_store, func, args, kwargs), timeout=_DATABASE_TIMEOUT_S
+            )
+        except TimeoutError:
+            log.error("job database: no answer within %s s", _DATABASE_TIMEOUT_S)
+            raise JobsUnavailable(f"the job database did not answer within {_DATABASE_TIMEOUT_S} s") from None
         except self._errors as exc:
             log.error("job database: %s", exc)
             raise JobsUnavailable(f"the job database failed: {type(exc).__name__}") from None
@@ -136,6 +151,7 @@ class StoreThread:
 @dataclass
 class _Running:
     job: Job
+    token: str  # this claim's owner in the database: this process, and this start of the job
     frames_done: int = 0
     frames_total: int = 0
     cancelled: bool = False  # by DELETE
@@ -154,12 +170,12 @@ class JobRunner:
         self._tasks: list[asyncio.Task[None]] = []
         self._running: dict[str, _Running] = {}
         self._stopping = False
+        self._stopped: asyncio.Future[None] | None = None
 
     @classmethod
     def open(cls, runtime: Runtime) -> JobRunner:
         settings = runtime.settings
-        return cls(runtime, functools.partial(open_store, settings.jobs_database_url, settings.jobs_dir),
-                   JobFiles(settings.jobs_dir))
+        return cls(runtime, store_opener(settings.jobs_database_url, settings.jobs_dir), JobFiles(settings.jobs_dir))
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -171,16 +187,20 @@ class JobRunner:
 
     async def stop(self) -> None:
         """Stop taking jobs; hand the running ones back to the queue for another replica (or
-        this one, restarted) to run from the start."""
-        if self._stopping:
-            return
+        this one, restarted) to run from the start. A second call waits for the first."""
+        if self._stopped is None:
+            self._stopped = asyncio.ensure_future(self._stop())
+        await asyncio.shield(self._stopped)
+
+    async def _stop(self) -> None:
         self._stopping = True
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         for running in list(self._running.values()):
             with contextlib.suppress(ServiceError):
-                await self.db.call(JobStore.release, running.job.id, self.owner)
+                await self.db.call(JobStore.release, running.job.id, running.token, time.time(),
+                                   self.settings.job_retention_s)
             log.info("job %s handed back to the queue", running.job.id)
         self._running.clear()
 
@@ -264,25 +284,31 @@ class JobRunner:
     # -- workers -----------------------------------------------------------------------------
 
     async def _work_loop(self) -> None:
+        settings = self.settings
         while not self._stopping:
+            token = f"{self.owner}:{uuid.uuid4().hex[:8]}"
+            self._wake.clear()  # before looking: a submission from now on wakes us
             try:
-                job = await self.db.call(JobStore.claim, self.owner, time.time(), self.settings.job_lease_s,
-                                         self.settings.job_max_attempts)
+                job = await self.db.call(JobStore.claim, token, time.time(), settings.job_lease_s,
+                                         settings.job_max_attempts, settings.job_retention_s)
             except JobsUnavailable:
                 await asyncio.sleep(_DATABASE_RETRY_S)  # logged once per try, not once a second
                 continue
+            except Exception:  # a bug of ours must not stop this worker for good
+                log.exception("job worker: claiming failed")
+                await asyncio.sleep(_DATABASE_RETRY_S)
+                continue
             if job is None:
-                self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout=_POLL_S)
                 continue
             try:
-                await self._run(job)
-            except Exception:  # a bug of ours must not stop this worker taking jobs
+                await self._run(job, token)
+            except Exception:
                 log.exception("job %s: the runner failed; its lease will return it", job.id)
 
-    async def _run(self, job: Job) -> None:
-        running = _Running(job, frames_total=job.frames_total)
+    async def _run(self, job: Job, token: str) -> None:
+        running = _Running(job, token, frames_total=job.frames_total)
         self._running[job.id] = running
         started = time.monotonic()
         log.info("job %s started (attempt %d)", job.id, job.attempts)
@@ -295,10 +321,16 @@ class JobRunner:
         except asyncio.CancelledError:
             if self._stopping:
                 raise  # stop() hands it back to the queue
-            if running.lost:  # another replica runs it now, from the start
+            if running.lost:  # another replica runs it now, from the start; its files are its
                 del self._running[job.id]
                 return
             outcome = ("cancelled", None, None)
+        except Draining:
+            # SIGTERM came between the claim and admission: hand it back, do not fail it.
+            with contextlib.suppress(ServiceError):
+                await self.db.call(JobStore.release, job.id, token, time.time(), self.settings.job_retention_s)
+            del self._running[job.id]
+            return
         except ServiceError as error:
             outcome = ("failed", None, error.problem())
         except Exception:
@@ -306,17 +338,20 @@ class JobRunner:
             outcome = ("failed", None, ServiceError("the job failed on an unexpected fault; see the server log").problem())
         finally:
             beat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await beat
         state, result, error = outcome
-        del self._running[job.id]
         recorded = await self._record(running, state, result, error)
-        if recorded:
-            self.runtime.metrics.jobs_finished.labels(state=state).inc()
-            self.runtime.metrics.job_duration.observe(time.monotonic() - started)
-            log.info("job %s %s after %.1f s", job.id, state, time.monotonic() - started)
+        del self._running[job.id]
+        if not recorded:
+            return  # not ours any more (or not written): its files are its new owner's
+        self.runtime.metrics.jobs_finished.labels(state=state).inc()
+        self.runtime.metrics.job_duration.observe(time.monotonic() - started)
+        log.info("job %s %s after %.1f s", job.id, state, time.monotonic() - started)
         if state != "succeeded":
             await asyncio.to_thread(self.files.remove, job.id)
         else:
-            await asyncio.to_thread(self.files.remove_input, job.id)
+            await asyncio.to_thread(self.files.remove_input, job.id, token)
 
     async def _record(self, running: _Running, state: str, result: dict[str, Any] | None,
                       error: dict[str, Any] | None) -> bool:
@@ -324,7 +359,7 @@ class JobRunner:
         for attempt in range(10):
             try:
                 return await self.db.call(
-                    JobStore.finish, running.job.id, self.owner, state, time.time(),  # type: ignore[arg-type]
+                    JobStore.finish, running.job.id, running.token, state, time.time(),  # type: ignore[arg-type]
                     self.settings.job_retention_s, result=result, error=error, frames_done=running.frames_done,
                 )
             except JobsUnavailable:
@@ -333,20 +368,28 @@ class JobRunner:
         return False
 
     async def _heartbeat(self, running: _Running, work: asyncio.Future[Any]) -> None:
-        interval = min(_HEARTBEAT_S, self.settings.job_lease_s / 3)
+        lease_s = self.settings.job_lease_s
+        interval = min(_HEARTBEAT_S, lease_s / 3)
+        renewed = time.monotonic()
         while not work.done():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(work), timeout=interval)
+            await asyncio.wait({work}, timeout=interval)  # the job's own outcome is _run's to read
             if work.done():
                 return
             if running.cancelled:  # DELETE on this replica
                 work.cancel()
                 return
             try:
-                beat = await self.db.call(JobStore.heartbeat, running.job.id, self.owner, running.frames_done,
-                                          running.frames_total, time.time(), self.settings.job_lease_s)
+                beat = await self.db.call(JobStore.heartbeat, running.job.id, running.token, running.frames_done,
+                                          running.frames_total, time.time(), lease_s)
             except JobsUnavailable:
-                continue  # the lease is longer than a heartbeat: try again next time
+                if time.monotonic() - renewed < lease_s:
+                    continue  # the lease is longer than a heartbeat: try again next time
+                # Not renewed for a whole lease: another replica may be running it by now.
+                log.warning("job %s: its lease could not be renewed for %s s; stopping here", running.job.id, lease_s)
+                running.lost = True
+                work.cancel()
+                return
+            renewed = time.monotonic()
             if not beat.owned:
                 log.warning("job %s: lease lost to another replica; stopping here", running.job.id)
                 running.lost = True
@@ -362,7 +405,7 @@ class JobRunner:
         runtime, job = self.runtime, running.job
         params = JobParams.from_json(job.params)
         request = params.request(runtime)
-        source, partial = self.files.input(job.id), self.files.partial(job.id)
+        source, partial = self.files.input(job.id), self.files.partial(job.id, running.token)
 
         def progress(frames: int) -> None:
             runtime.metrics.job_frames.inc(frames - running.frames_done)
@@ -396,26 +439,34 @@ class JobRunner:
     @contextlib.asynccontextmanager
     async def _admitted(self, cost: RequestCost, describe: str) -> AsyncIterator[float]:
         """Admission as a request gets it, with the job's timeout; where a request would get a
-        503 (busy, memory, queue), the job waits and tries again instead."""
+        503 (busy, memory, queue), the job waits and tries again instead. Only the admission
+        is retried: what the job itself raises passes through."""
         give_up = time.monotonic() + self.settings.job_timeout_s
-        while True:
-            try:
-                async with self.runtime.admission(cost, describe, timeout_s=self.settings.job_timeout_s) as deadline:
-                    yield deadline
-                    return
-            except Overloaded as busy:
-                if self.runtime.lifecycle.draining or time.monotonic() > give_up:
-                    raise
-                await asyncio.sleep(min(5.0, float(busy.headers.get("Retry-After", 1))))
+        async with contextlib.AsyncExitStack() as stack:
+            while True:
+                try:
+                    deadline = await stack.enter_async_context(
+                        self.runtime.admission(cost, describe, timeout_s=self.settings.job_timeout_s)
+                    )
+                    break
+                except Overloaded as busy:
+                    if self.runtime.lifecycle.draining or time.monotonic() > give_up:
+                        raise
+                    await asyncio.sleep(min(5.0, float(busy.headers.get("Retry-After", 1))))
+            yield deadline
 
     # -- the sweeper -------------------------------------------------------------------------
 
     async def _sweep_loop(self) -> None:
-        first = True
+        sweeps = 0
         while not self._stopping:
-            with contextlib.suppress(JobsUnavailable):
-                await self._sweep(orphans=first)
-                first = False
+            try:
+                await self._sweep(orphans=sweeps % _ORPHAN_SWEEPS == 0)
+                sweeps += 1
+            except JobsUnavailable:
+                pass
+            except Exception:  # a bug of ours must not end the sweeping for good
+                log.exception("job sweeper failed")
             # Often enough that a result outlives its retention by at most half of it.
             await asyncio.sleep(min(_SWEEP_S, self.settings.job_retention_s / 2))
 

@@ -123,12 +123,22 @@ class JobStore:
         counted = dict(self._execute("SELECT state, COUNT(*) FROM sr_jobs GROUP BY state"))
         return {state: int(counted.get(state, 0)) for state in STATES}
 
-    def claim(self, owner: str, now: float, lease_s: float, max_attempts: int) -> Job | None:
-        """The oldest queued job (or interrupted one: its lease ran out), now running here."""
+    def claim(self, owner: str, now: float, lease_s: float, max_attempts: int, retention_s: float) -> Job | None:
+        """The oldest queued job (or interrupted one: its lease ran out), now running here.
+
+        First the jobs nobody will finish are ended: interrupted ones past their attempts
+        fail, and ones a DELETE reached (queued, or running on a replica that died) are
+        cancelled; both then expire like any finished job."""
         self._execute(
-            "UPDATE sr_jobs SET state = 'failed', finished_at = ?, error = ?, owner = NULL "
-            "WHERE state = 'running' AND lease_until < ? AND attempts >= ?",
-            (now, json.dumps(_interrupted(max_attempts)), now, max_attempts),
+            "UPDATE sr_jobs SET state = 'cancelled', finished_at = ?, expires_at = ?, owner = NULL, "
+            "lease_until = NULL WHERE cancel_requested = 1 AND "
+            "(state = 'queued' OR (state = 'running' AND lease_until < ?))",
+            (now, now + retention_s, now),
+        )
+        self._execute(
+            "UPDATE sr_jobs SET state = 'failed', finished_at = ?, expires_at = ?, error = ?, owner = NULL, "
+            "lease_until = NULL WHERE state = 'running' AND lease_until < ? AND attempts >= ?",
+            (now, now + retention_s, json.dumps(_interrupted(max_attempts)), now, max_attempts),
         )
         rows = self._execute(
             f"UPDATE sr_jobs SET state = 'running', owner = ?, lease_until = ?, started_at = ?, "
@@ -162,12 +172,16 @@ class JobStore:
         )
         return bool(rows)
 
-    def release(self, job_id: str, owner: str) -> None:
-        """Hand a running job back to the queue (this replica is stopping): not an attempt."""
+    def release(self, job_id: str, owner: str, now: float, retention_s: float) -> None:
+        """Hand a running job back to the queue (this replica is stopping): not an attempt.
+        One a DELETE has reached is cancelled instead."""
         self._execute(
-            "UPDATE sr_jobs SET state = 'queued', owner = NULL, lease_until = NULL, frames_done = 0, "
-            "attempts = attempts - 1 WHERE id = ? AND owner = ? AND state = 'running'",
-            (job_id, owner),
+            "UPDATE sr_jobs SET state = CASE WHEN cancel_requested = 1 THEN 'cancelled' ELSE 'queued' END, "
+            "finished_at = CASE WHEN cancel_requested = 1 THEN ? ELSE NULL END, "
+            "expires_at = CASE WHEN cancel_requested = 1 THEN ? ELSE NULL END, "
+            "owner = NULL, lease_until = NULL, frames_done = 0, attempts = attempts - 1 "
+            "WHERE id = ? AND owner = ? AND state = 'running'",
+            (now, now + retention_s, job_id, owner),
         )
 
     def cancel(self, job_id: str, now: float, retention_s: float) -> Job | None:

@@ -64,24 +64,32 @@ class CodecPool:
         """Run ``job`` on a pool thread and await it. Past ``deadline`` (monotonic s) a job that
         has not started is dropped and DeadlineExceeded raised at once; one that has started
         runs to its end (its memory is still held), then DeadlineExceeded."""
-        if deadline is None:
-            return await asyncio.wrap_future(self.submit(size, job, background=background))
-
         def guarded() -> T:
-            if time.monotonic() > deadline:
+            if deadline is not None and time.monotonic() > deadline:
                 raise DeadlineExceeded("the request's deadline passed before its next step could start")
             return job()
 
         future = self.submit(size, guarded, background=background)
         waiter = asyncio.wrap_future(future)
         try:
-            return await asyncio.wait_for(asyncio.shield(waiter), timeout=max(0.0, deadline - time.monotonic()))
+            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+            return await asyncio.wait_for(asyncio.shield(waiter), timeout=timeout)
         except TimeoutError:
-            if not future.cancel():  # running: let it finish, so what it holds is released first
-                await asyncio.wait([waiter])
-                if not waiter.cancelled():
-                    waiter.exception()  # retrieved: its outcome is superseded by the 504
+            await self._settle(future, waiter)
             raise DeadlineExceeded("the request's deadline passed while it waited for a codec thread") from None
+        except asyncio.CancelledError:
+            # The caller was cancelled (a job's DELETE, a lost lease): a queued job is dropped;
+            # a running one finishes first, so the caller's next step (closing a video
+            # container, say) never runs beside it on another thread.
+            await self._settle(future, waiter)
+            raise
+
+    @staticmethod
+    async def _settle(future: Future[T], waiter: asyncio.Future[T]) -> None:
+        if not future.cancel():  # running: let it finish, so what it holds is released first
+            await asyncio.wait([waiter])
+            if not waiter.cancelled():
+                waiter.exception()  # retrieved: its outcome is superseded by the caller's
 
     def shutdown(self) -> None:
         """Cancel the queued jobs, let the running ones finish, stop the threads."""
