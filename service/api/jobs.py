@@ -12,7 +12,13 @@ from pydantic import BaseModel, Field
 
 from service.api.deps import ApiKey, RuntimeDep
 from service.api.openapi import problem_responses, upscale_request_body
-from service.api.params import UpscaleParamsDep, content_type_of, is_video, save_body
+from service.api.params import (
+    UpscaleParamsDep,
+    answer_headers,
+    content_type_of,
+    is_video,
+    save_body,
+)
 from service.errors import Draining, JobNotFinished, NotFound
 from service.jobs.files import JOB_ID
 from service.jobs.runner import JobParams, JobRunner
@@ -152,13 +158,8 @@ async def get_job_result(job_id: JobId, jobs: RunnerDep) -> Response:
         why = f": {job.error['detail']}" if job.error else ""
         raise JobNotFinished(f"job {job.id} is {job.state}{why}")
     result = job.result
-    headers = {"X-SR-Method": str(result["method"]), "X-SR-Scale": str(result["scale"])}
-    if result.get("model"):
-        headers["X-SR-Model"] = str(result["model"])
-    if result.get("auto_note"):
-        headers["X-SR-Auto"] = str(result["auto_note"])
-    if int(result.get("frames", 1)) > 1:
-        headers["X-SR-Frames"] = str(result["frames"])
+    headers = answer_headers(str(result["method"]), int(result["scale"]), result.get("model"),
+                             result.get("auto_note"), int(result.get("frames", 1)))
     path = jobs.result_path(job)
     try:
         # Stat once, here: a DELETE or the sweeper removing it from now on is a 404, not a 500.

@@ -184,5 +184,17 @@ async def _stalling_after(chunks: AsyncIterator[bytes], timeout_s: float) -> Asy
         yield chunk
 
 
+def answer_headers(method: str, scale: int, model: str | None, auto_note: str | None, frames: int) -> dict[str, str]:
+    """The ``X-SR-*`` headers of an upscaled answer, a request's or a job's result alike."""
+    headers = {"X-SR-Method": method, "X-SR-Scale": str(scale)}
+    if auto_note:
+        headers["X-SR-Auto"] = auto_note
+    if model:
+        headers["X-SR-Model"] = model
+    if frames > 1:
+        headers["X-SR-Frames"] = str(frames)
+    return headers
+
+
 async def _single(data: bytes) -> AsyncIterator[bytes]:
     yield data

@@ -16,7 +16,13 @@ from service.api.access import (
 )
 from service.api.deps import ApiKey, RuntimeDep
 from service.api.openapi import problem_responses, upscale_ok_response, upscale_request_body
-from service.api.params import UpscaleParamsDep, content_type_of, is_video, read_body
+from service.api.params import (
+    UpscaleParamsDep,
+    answer_headers,
+    content_type_of,
+    is_video,
+    read_body,
+)
 from service.api.request_id import request_id_of
 from service.errors import ServiceError
 from service.rounding import ms
@@ -89,14 +95,9 @@ def _response(
     params: UpscaleRequest, result: upscaler.Upscaled, read_s: float, total_s: float,
     record: dict[str, object],
 ) -> Response:
-    headers = {"X-SR-Method": result.method, "X-SR-Scale": str(params.scale)}
+    headers = answer_headers(result.method, params.scale, result.model_ref, result.auto_note, result.frames)
     if result.auto_note is not None:
-        headers["X-SR-Auto"] = result.auto_note
         record["chosen"] = result.method
-    if result.model_ref is not None:
-        headers["X-SR-Model"] = result.model_ref
-    if result.frames > 1:
-        headers["X-SR-Frames"] = str(result.frames)
     headers["Server-Timing"] = _server_timing({"read": read_s, **result.stages, "total": total_s})
     (w, h), (ow, oh) = result.input_size, result.output_size
     record.update(
