@@ -41,6 +41,16 @@ def test_onnxruntime_equals_torch_on_every_shipped_model(name: str, onnx_runners
             assert (out - reference).abs().max().item() <= 1e-4
 
 
+def test_a_batch_without_a_mask_runs_the_graph_without_its_multiplications(onnx_runners: dict[str, OnnxRunner]) -> None:
+    runner = onnx_runners["espcn-x3"]
+    assert [i.name for i in runner.session.get_inputs()] == ["x"]
+    assert [i.name for i in runner.masked_session.get_inputs()] == ["x", "mask"]
+    x = torch.rand(3, 1, 20, 20)
+    with torch.inference_mode():
+        bare, masked = runner(x, None), runner(x, torch.ones_like(x))
+    assert (bare - masked).abs().max().item() <= 1e-5
+
+
 def test_auto_times_both_and_keeps_a_backend() -> None:
     model = next(m for m in MODELS if m.method == "espcn" and m.scale == 3)
     runner, info = choose_runner(model.module, "auto", torch.device("cpu"), threads=1, batch=2, side=40)
