@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from service.imaging import planes, resamplers
+from service.imaging import planes
 from service.imaging.colour import rgb_to_ycbcr, ycbcr_to_rgb
 from service.imaging.resamplers import interpolate
 
@@ -86,26 +86,45 @@ def test_merge_is_y_from_the_network_and_bicubic_chroma(scale: int) -> None:
             assert np.array_equal(got[..., 0], grey)
         if mode in ("RGBA", "LA"):
             alpha = up[0, -1].round().clamp(0, 255).numpy()
-            # Alpha and chroma go through bicubic's sub-pixel form: within a level of interpolate's.
+            # Alpha and chroma go through OpenCV's bicubic: within a level of interpolate's.
             assert np.abs(got[..., -1] - alpha).max() <= 1
 
 
-def test_the_network_sees_studio_swing_y() -> None:
+def test_the_network_sees_studio_swing_y_and_the_rest_is_each_channel_less_its_share_of_y() -> None:
     pixels = random_pixels(20, 30, "RGB")
     luma, rest = planes.luma_and_rest(pixels, "RGB")
-    ycbcr = rgb_to_ycbcr(torch.from_numpy(pixels).permute(2, 0, 1)[None].float())
-    assert torch.allclose(luma, ycbcr[0, 0]) and torch.allclose(rest, ycbcr[:, 1:])
+    rgb = torch.from_numpy(pixels).permute(2, 0, 1)[None].float()
+    ycbcr = rgb_to_ycbcr(rgb)
+    assert torch.allclose(luma, ycbcr[0, 0], atol=1e-4)
+    # RGB = 255/219 (Y - 16) + terms in Cb and Cr alone: what bicubic carries is RGB - 255/219 Y.
+    expected = (rgb[0] - 255 / 219 * ycbcr[0, :1]).permute(1, 2, 0).numpy()
+    assert rest.shape == (20, 30, 3) and np.abs(rest - expected).max() < 1e-3
+    rgba = random_pixels(20, 30, "RGBA")
+    _, rest = planes.luma_and_rest(rgba, "RGBA")
+    assert np.array_equal(rest[..., 3], rgba[..., 3].astype(np.float32))
     grey = random_pixels(20, 30, "L")
     luma, rest = planes.luma_and_rest(grey, "L")
     assert torch.allclose(luma, torch.from_numpy(grey[..., 0]).float() * 219 / 255 + 16)
-    assert rest.shape == (1, 0, 20, 30)
+    assert rest.shape == (20, 30, 0)
 
 
 @pytest.mark.parametrize("scale", [2, 3, 4])
-def test_bicubic_by_phases_is_interpolates_bicubic_to_within_a_hundredth(scale: int) -> None:
-    for height, width in ((1, 1), (2, 7), (37, 53), (128, 128)):
-        plane = torch.rand(1, 2, height, width) * 255
-        expected = interpolate(plane, scale, "bicubic")
-        got = resamplers.bicubic_by_phases(plane, scale)
+@pytest.mark.usefixtures("small_strips")
+def test_the_merges_bicubic_is_interpolates_to_within_a_hundredth_strip_by_strip(scale: int) -> None:
+    for height, width, channels in ((1, 1, 1), (2, 7, 3), (37, 53, 4), (128, 128, 3)):
+        plane = np.random.default_rng(height).random((height, width, channels), np.float32) * 255
+        expected = interpolate(torch.from_numpy(plane).permute(2, 0, 1)[None], scale, "bicubic")[0]
+        expected = expected.permute(1, 2, 0).numpy()
+        got = np.concatenate([planes.bicubic_rows(plane, top, bottom, scale)
+                              for top, bottom in planes.strips(height, width, scale)])
         assert got.shape == expected.shape
-        assert (got - expected).abs().max() < 0.01
+        assert np.abs(got - expected).max() < 0.01
+
+
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_a_video_frames_chroma_is_bicubic_within_a_level(scale: int) -> None:
+    plane = random_pixels(45, 80, "L", seed=scale)[..., 0]
+    expected = interpolate(torch.from_numpy(plane)[None, None].float(), scale, "bicubic")[0, 0]
+    got = planes.upscale_bicubic_uint8(plane, scale)
+    assert got.shape == (45 * scale, 80 * scale) and got.dtype == np.uint8
+    assert np.abs(got.astype(int) - expected.round().clamp(0, 255).numpy()).max() <= 1

@@ -36,18 +36,6 @@ def ycbcr_to_rgb(ycbcr: torch.Tensor) -> torch.Tensor:
     return torch.einsum("ij,...jhw->...ihw", matrix, ycbcr - offset[:, None, None])
 
 
-def ycbcr_planes_to_rgb(y: torch.Tensor, cb: torch.Tensor, cr: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """:func:`ycbcr_to_rgb` on three (H, W) planes, each output plane its own tensor: what
-    the merge writes into interleaved uint8 pixels without stacking the planes first (the
-    einsum's stacking, permutes and copies were most of a 128x128 x3 merge)."""
-    matrix = _YCBCR_TO_RGB.to(y.dtype)
-    centred = (y - 16.0, cb - 128.0, cr - 128.0)
-    return tuple(
-        torch.add(centred[0] * row[0], centred[1], alpha=float(row[1])).add_(centred[2], alpha=float(row[2]))
-        for row in matrix
-    )
-
-
 def rgb_to_y(rgb: torch.Tensor) -> torch.Tensor:
     """(..., 3, H, W) RGB in 0..255 -> (..., H, W) luminance Y (16..235)."""
     matrix = _RGB_TO_YCBCR[0].to(rgb.dtype)

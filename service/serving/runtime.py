@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import ParamSpec, TypeVar
 
+import cv2
 import torch
 from prometheus_client import CollectorRegistry
 
@@ -111,6 +112,9 @@ class Runtime:
             # colour work, where its intra-op pool only makes the two codec threads and the
             # network's threads fight over two cores.
             torch.set_num_threads(1)
+        # OpenCV's resizes and adds run on the codec threads, which are the parallelism of that
+        # work: its own pool on top would put four threads on two cores.
+        cv2.setNumThreads(1)
         offered = [(m, s) for m, scales in offered_methods(models).items() for s in scales]
         metrics = build_metrics(registry or CollectorRegistry(), offered)
         for m in models:

@@ -45,8 +45,9 @@ from service.imaging.planes import (
     luma_and_rest,
     merge_from_model,
     split_for_model,
+    upscale_bicubic_uint8,
 )
-from service.imaging.resamplers import CLASSICAL_METHODS, bicubic_by_phases, interpolate, to_uint8
+from service.imaging.resamplers import CLASSICAL_METHODS, interpolate, to_uint8
 from service.imaging.video import (
     FramePlanes,
     VideoHeader,
@@ -515,6 +516,5 @@ def _resample_plane(plane: torch.Tensor, scale: int, method: str) -> torch.Tenso
 
 def _finish_frame(planes: FramePlanes, y: torch.Tensor, scale: int) -> FramePlanes:
     """The upscaled Y to 8 bits, U and V bicubic: one codec job per frame."""
-    uv = torch.from_numpy(np.stack([planes.u, planes.v]))[None].to(torch.float32)
-    u, v = to_uint8(bicubic_by_phases(uv, scale)[0]).numpy()  # the images' chroma filter
+    u, v = (upscale_bicubic_uint8(plane, scale) for plane in (planes.u, planes.v))
     return FramePlanes(to_uint8(y).numpy(), u, v, planes.pts)
