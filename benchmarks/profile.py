@@ -31,19 +31,46 @@ from benchmarks.run import REPO_ROOT, photo_like
 _IDLE = ("threading.py:wait", "queue.py:get", "selectors.py:select", "thread.py:_worker", "codec_pool.py:_work")
 
 
+def thread_cpu() -> dict[str, float]:
+    """CPU seconds (user + system) each kind of thread of this process has used, from /proc.
+
+    Python threads are named by their thread's name; the others (ONNX Runtime's and torch's
+    pools, the sampler excluded) by the kernel's name for them, so nothing running is missed."""
+    names = {t.native_id: t.name for t in threading.enumerate()}
+    tick = os.sysconf("SC_CLK_TCK")
+    used: collections.Counter[str] = collections.Counter()
+    for task in Path("/proc/self/task").iterdir():
+        try:
+            stat = (task / "stat").read_text()
+        except OSError:
+            continue  # the thread ended
+        comm = stat[stat.index("(") + 1:stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2:].split()
+        name = names.get(int(task.name), "native:" + comm)
+        if name == "sampler":
+            continue
+        used[name.split("-")[0].split("_")[0]] += (int(fields[11]) + int(fields[12])) / tick
+    return dict(used)
+
+
 def _serve(port: int, flag: Path, out: Path) -> None:
     """The server, with the sampler beside it; the profile is written when it exits."""
     busy: collections.Counter[str] = collections.Counter()
     frames: collections.Counter[tuple[str, str]] = collections.Counter()
     samples = [0]
     stop = threading.Event()
+    cpu: dict[str, dict[str, float]] = {}
 
     def sample() -> None:
         me = threading.get_ident()
         while not stop.is_set():
             time.sleep(0.002)
             if not flag.exists():
+                if "start" in cpu and "end" not in cpu:
+                    cpu["end"] = thread_cpu()
                 continue
+            if "start" not in cpu:
+                cpu["start"] = thread_cpu()
             samples[0] += 1
             names = {t.ident: t.name for t in threading.enumerate()}
             for ident, frame in sys._current_frames().items():
@@ -58,13 +85,17 @@ def _serve(port: int, flag: Path, out: Path) -> None:
 
     def dump() -> None:
         stop.set()
-        out.write_text(json.dumps({"samples": samples[0], "busy": busy,
+        start, end = cpu.get("start", {}), cpu.get("end", {})
+        used = collections.Counter({kind: end[kind] - start.get(kind, 0.0) for kind in end})
+        out.write_text(json.dumps({"samples": samples[0], "busy": busy, "cpu_s": used,
                                    "frames": [[k, f, n] for (k, f), n in frames.most_common(40)]}))
 
     import atexit
 
     atexit.register(dump)
     threading.Thread(target=sample, daemon=True, name="sampler").start()
+    if os.environ.get("PROFILE_SWITCH_INTERVAL"):
+        sys.setswitchinterval(float(os.environ["PROFILE_SWITCH_INTERVAL"]))
     from service.__main__ import main as serve
 
     serve(["--port", str(port)])
@@ -119,10 +150,12 @@ def main(argv: list[str] | None = None) -> None:
             thread.start()
         time.sleep(2)  # past the first requests
         flag.touch()
-        before = done[0]
+        before, client_before = done[0], os.times()
         time.sleep(args.seconds)
         flag.unlink()
         rate = (done[0] - before) / args.seconds
+        client_after = os.times()
+        client_cpu = (client_after.user - client_before.user) + (client_after.system - client_before.system)
         stop.set()
         for thread in threads:
             thread.join()
@@ -133,6 +166,15 @@ def main(argv: list[str] | None = None) -> None:
     samples = profile["samples"]
     print(f"{args.size}x{args.size} x{args.scale} espcn, {args.backend}, c={args.concurrency}: "
           f"{rate:.1f} requests/s; {samples} samples")
+    # Where the cores went: CPU seconds per wall second (200 % is both cores), per thread kind.
+    print("CPU used, % of one core over the window (both cores = 200 %):")
+    print(f"  {'client':24s} {100 * client_cpu / args.seconds:6.1f}   (this process: {args.concurrency} httpx threads)")
+    for kind, seconds in sorted(profile["cpu_s"].items(), key=lambda kv: -kv[1]):
+        if seconds > 0.01 * args.seconds:
+            print(f"  {'server ' + kind:24s} {100 * seconds / args.seconds:6.1f}")
+    total = sum(profile["cpu_s"].values())
+    print(f"  {'server, all threads':24s} {100 * total / args.seconds:6.1f}   "
+          f"= {1000 * total / max(rate * args.seconds, 1):.1f} ms of CPU per request")
     for kind, n in sorted(profile["busy"].items(), key=lambda kv: -kv[1]):
         if kind != "MainThread":
             print(f"  {kind:8s} busy in {100 * n / samples:5.1f} % of samples (summed over its threads)")
