@@ -173,6 +173,27 @@ def test_the_codec_pool_takes_the_smallest_job_first_and_skips_the_late() -> Non
     assert isinstance(error, DeadlineExceeded)
 
 
+def test_the_codec_pool_is_busy_while_a_job_runs_or_waits() -> None:
+    """What narrows the network to one thread (models.backends.OnnxRunner): other CPU work."""
+    async def scenario() -> list[bool]:
+        pool = CodecPool(1)
+        seen = [pool.busy]
+        release = threading.Event()
+        running = asyncio.ensure_future(pool.run(lambda: release.wait(5), size=1))
+        await asyncio.sleep(0.05)
+        seen.append(pool.busy)  # running
+        waiting = asyncio.ensure_future(pool.run(lambda: None, size=1))
+        await asyncio.sleep(0.05)
+        seen.append(pool.busy)  # one running, one waiting
+        release.set()
+        await asyncio.gather(running, waiting)
+        seen.append(pool.busy)
+        pool.shutdown()
+        return seen
+
+    assert asyncio.run(scenario()) == [False, True, True, False]
+
+
 def test_a_cancelled_caller_waits_for_its_running_codec_job_to_end() -> None:
     """A job's DELETE cancels its pipeline: the step running on a codec thread finishes before
     the caller goes on (to close the video container that step is writing, say)."""

@@ -51,6 +51,23 @@ def test_a_batch_without_a_mask_runs_the_graph_without_its_multiplications(onnx_
     assert (bare - masked).abs().max().item() <= 1e-5
 
 
+def test_a_crowded_cpu_runs_the_batch_on_one_thread_with_the_same_result() -> None:
+    model = next(m for m in MODELS if m.method == "espcn" and m.scale == 3)
+    crowded = [False]
+    runner = OnnxRunner(model.module, threads=2, crowded=lambda: crowded[0])
+    x = torch.rand(2, 1, 30, 26)
+    with torch.inference_mode():
+        assert runner.width_now() == 2
+        wide = runner(x, None)
+        crowded[0] = True
+        assert runner.width_now() == 1
+        narrow, reference = runner(x, None), model.module(x, None)
+    assert (narrow - wide).abs().max().item() <= 1e-5
+    assert (narrow - reference).abs().max().item() <= 1e-4
+    # One thread: nothing to narrow, one set of sessions.
+    assert OnnxRunner(model.module, threads=1, crowded=lambda: True).width_now() == 1
+
+
 def test_auto_times_both_and_keeps_a_backend() -> None:
     model = next(m for m in MODELS if m.method == "espcn" and m.scale == 3)
     runner, info = choose_runner(model.module, "auto", torch.device("cpu"), threads=1, batch=2, side=40)

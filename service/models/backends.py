@@ -78,33 +78,63 @@ def _register_shared_arena() -> None:
 
 
 class OnnxRunner:
-    """An ONNX Runtime session behaving like the module's ``forward`` (CPU, float32)."""
+    """ONNX Runtime sessions behaving like the module's ``forward`` (CPU, float32).
 
-    def __init__(self, module: nn.Module, threads: int) -> None:
-        import onnxruntime as ort
+    With ``crowded`` (a callable the runtime gives: is other CPU work running or waiting?) and
+    more than one thread, a batch runs on one thread while the cores are crowded and on all of
+    them while they are not. Under load the network's threads and the codec threads fight over
+    two cores, and a parallel convolution waits for its slowest thread whenever one is
+    preempted: at 128x128 x3 c=16 one intra-op thread served 137.6 and 138.1 images/s against
+    121.0 and 122.8 with two (python -m benchmarks.run --configs onnxruntime
+    onnxruntime-1thread --sizes 128 --concurrency 16 --seconds 5, twice). Alone, a request
+    still has both cores for its network.
+    """
 
-        options = ort.SessionOptions()
-        # Intra-op threads are the network's share of the cores; one inter-op thread, since a
-        # sub-pixel network is a chain with nothing to run side by side.
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        # ONNX Runtime's threads spin between runs by default, which takes the cores the codec
-        # threads need for decode, colour work and encode; waiting threads sleep instead.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        _register_shared_arena()
-        options.add_session_config_entry("session.use_env_allocators", "1")
-        self.session = ort.InferenceSession(export_onnx(module, masked=False), options,
-                                            providers=["CPUExecutionProvider"])
-        self.masked_session = ort.InferenceSession(export_onnx(module, masked=True), options,
-                                                   providers=["CPUExecutionProvider"])
+    def __init__(self, module: nn.Module, threads: int, *, crowded: Callable[[], bool] | None = None) -> None:
+        graphs = {masked: export_onnx(module, masked=masked) for masked in (False, True)}
+        self.threads = threads
+        self._crowded = crowded if threads > 1 else None
+        widths = {threads, 1} if self._crowded is not None else {threads}
+        # (masked, threads) -> session
+        self._sessions = {(masked, width): _session(graph, width) for masked, graph in graphs.items() for width in widths}
+
+    @property
+    def session(self) -> Any:
+        """The session of a batch without a mask on every thread."""
+        return self._sessions[(False, self.threads)]
+
+    @property
+    def masked_session(self) -> Any:
+        return self._sessions[(True, self.threads)]
+
+    def width_now(self) -> int:
+        """The intra-op threads the next batch gets."""
+        return 1 if self._crowded is not None and self._crowded() else self.threads
 
     def __call__(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        if mask is None:
-            (y,) = self.session.run(None, {"x": x.contiguous().numpy()})
-        else:
-            (y,) = self.masked_session.run(None, {"x": x.contiguous().numpy(), "mask": mask.contiguous().numpy()})
+        session = self._sessions[(mask is not None, self.width_now())]
+        feeds = {"x": x.contiguous().numpy()}
+        if mask is not None:
+            feeds["mask"] = mask.contiguous().numpy()
+        (y,) = session.run(None, feeds)
         return torch.from_numpy(y)
+
+
+def _session(graph: bytes, threads: int) -> Any:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    # Intra-op threads are the network's share of the cores; one inter-op thread, since a
+    # sub-pixel network is a chain with nothing to run side by side.
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # ONNX Runtime's threads spin between runs by default, which takes the cores the codec
+    # threads need for decode, colour work and encode; waiting threads sleep instead.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    _register_shared_arena()
+    options.add_session_config_entry("session.use_env_allocators", "1")
+    return ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
 
 
 def _median_ms(runner: Runner, x: torch.Tensor, repeats: int = 3) -> float:
@@ -119,15 +149,16 @@ def _median_ms(runner: Runner, x: torch.Tensor, repeats: int = 3) -> float:
 
 
 def choose_runner(
-    module: nn.Module, setting: str, device: torch.device, *, threads: int, batch: int, side: int
+    module: nn.Module, setting: str, device: torch.device, *, threads: int, batch: int, side: int,
+    crowded: Callable[[], bool] | None = None,
 ) -> tuple[Runner, dict[str, Any]]:
     """The runner for one resident module and why: the setting, or for ``auto`` a timing of
-    every backend on a (batch, 1, side, side) canvas."""
+    every backend on a (batch, 1, side, side) canvas. ``crowded``: see :class:`OnnxRunner`."""
     if setting == "torch" or device.type != "cpu":
         if setting == "onnxruntime":
             raise RuntimeError(f"SR_BACKEND=onnxruntime runs on the CPU only, not on {device}")
         return module, {"backend": "torch"}
-    onnx = OnnxRunner(module, threads)
+    onnx = OnnxRunner(module, threads, crowded=crowded)
     if setting == "onnxruntime":
         return onnx, {"backend": "onnxruntime"}
     canvas = torch.rand(batch, 1, side, side)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -77,9 +78,11 @@ class ModelSet:
         threads: int = 1,
         batch: int = 4,
         tile: int = 128,
+        crowded: Callable[[], bool] | None = None,
     ) -> ModelSet:
         """Every newest model of the store on ``device``; ``backend`` (``models.backends``)
-        chooses what runs their batches, timed on ``batch`` tiles of ``tile`` px for auto."""
+        chooses what runs their batches, timed on ``batch`` tiles of ``tile`` px for auto;
+        ``crowded`` narrows ONNX Runtime's batches to one thread while it says so."""
         versions = discover_versions(store)
         cards = [found[-1] for found in versions.values()]
         if not cards:
@@ -88,7 +91,8 @@ class ModelSet:
 
         def resident(method: str, card: ModelCard, module: nn.Module) -> ResidentModel:
             side = tile + 2 * int(module.halo)
-            runner, info = choose_runner(module, backend, device, threads=threads, batch=batch, side=side)
+            runner, info = choose_runner(module, backend, device, threads=threads, batch=batch, side=side,
+                                         crowded=crowded)
             log.info("%s x%d runs on %s %s", method, card.scale, info["backend"], info.get("timed_ms", ""))
             return ResidentModel(method, card.scale, card, module, device, dtype, runner, info)
 

@@ -32,6 +32,7 @@ class CodecPool:
         # (background?, size, order): interactive before background, then smallest first.
         self._heap: list[tuple[bool, float, int, Future[object], Callable[[], object]]] = []
         self._background_running = 0
+        self._running = 0
         self._max_background = max(1, threads - 1)
         self._order = itertools.count()
         self._ready = threading.Condition()
@@ -46,6 +47,12 @@ class CodecPool:
     @property
     def queued(self) -> int:
         return len(self._heap)
+
+    @property
+    def busy(self) -> bool:
+        """A job is running or waiting: the cores have other work than the network's. Read
+        without the lock (a hint, read once per batch)."""
+        return self._running > 0 or bool(self._heap)
 
     def submit(self, size: float, job: Callable[[], T], *, background: bool = False) -> Future[T]:
         """Queue ``job``; among queued jobs the smallest ``size`` runs first, ties in order,
@@ -113,6 +120,7 @@ class CodecPool:
                     return
                 background, _, _, future, job = heapq.heappop(self._heap)
                 self._background_running += background
+                self._running += 1
             try:
                 if not future.set_running_or_notify_cancel():
                     continue
@@ -123,8 +131,9 @@ class CodecPool:
                 else:
                     future.set_result(result)
             finally:
-                if background:
-                    with self._ready:
+                with self._ready:
+                    self._running -= 1
+                    if background:
                         self._background_running -= 1
                         self._ready.notify()
 

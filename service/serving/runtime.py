@@ -101,10 +101,16 @@ class Runtime:
         dtype = resolve_dtype(settings.dtype, device)
         if device.type == "cpu" and settings.torch_threads:
             torch.set_num_threads(settings.torch_threads)
-        models = ModelSet.load(
-            settings.model_store, device, dtype, backend=settings.backend,
-            threads=torch.get_num_threads(), batch=settings.max_batch_size, tile=settings.tile_size,
-        )
+        codec_pool = CodecPool(settings.codec_threads, initializer=_yield_to_inference)
+        try:
+            models = ModelSet.load(
+                settings.model_store, device, dtype, backend=settings.backend,
+                threads=torch.get_num_threads(), batch=settings.max_batch_size, tile=settings.tile_size,
+                crowded=lambda: codec_pool.busy,
+            )
+        except BaseException:
+            codec_pool.shutdown()
+            raise
         if device.type == "cpu" and not settings.torch_threads and all(
             m.backend["backend"] == "onnxruntime" for m in models
         ):
@@ -152,7 +158,7 @@ class Runtime:
             dtype=dtype,
             models=models,
             batcher=batcher,
-            codec_pool=CodecPool(settings.codec_threads, initializer=_yield_to_inference),
+            codec_pool=codec_pool,
             memory=memory,
             metrics=metrics,
             quality=QualityTable.load(
