@@ -30,6 +30,7 @@ def whole_image(pixels: np.ndarray, scale: int, method: str) -> np.ndarray:
 def small_strips(monkeypatch: pytest.MonkeyPatch) -> None:
     # A few hundred output pixels per strip, so every test image is cut into many.
     monkeypatch.setattr(planes, "STRIP_OUTPUT_PIXELS", 300)
+    monkeypatch.setattr(planes, "MIN_STRIP_ROWS", 1)
 
 
 def test_strips_cover_every_row_once() -> None:

@@ -23,10 +23,16 @@ from service.imaging.resamplers import interpolate
 # preallocated uint8 answer. With whole-image float temporaries a 4096x4096 x2 request peaked
 # at 4.5 GiB (issue #15); in strips it grows the server by 1.1 GiB, its uint8 answer and the
 # network's float plane among it (python -m benchmarks.memory --cases 4096:2:espcn). Strips
-# are exact, because a resampler's
-# output row reads only a few input rows around it (bit-identical at x2 and x4; at x3 the
-# source coordinate's float rounding differs, which moves a rare value by one level).
-STRIP_OUTPUT_PIXELS = 1 << 18
+# are exact, because a resampler's output row reads only a few input rows around it
+# (bit-identical at x2 and x4; at x3 the source coordinate's float rounding differs, which
+# moves a rare value by one level). 2^16 output pixels keep a strip's float temporaries under
+# the 1 MiB above which malloc maps fresh pages (service.malloc): at 2^18 every strip paid
+# for its page faults, and a 128x128 x3 merge cost 1.3-1.5 ms of CPU instead of 0.7.
+STRIP_OUTPUT_PIXELS = 1 << 16
+# But at least 8 input rows, since the halo's 4 rows are resized with every strip (twice the
+# work at 4 rows), while a strip stays within 2^18 output pixels (admission's fixed share).
+MIN_STRIP_ROWS = 8
+MAX_STRIP_OUTPUT_PIXELS = 1 << 18
 # Input rows either side of a strip that nearest, bilinear and bicubic (align_corners=False)
 # read: bicubic's four taps reach two rows past the source coordinate.
 _STRIP_HALO = 2
@@ -45,7 +51,8 @@ def _pixels(planes: torch.Tensor) -> np.ndarray:
 
 def strips(height: int, width: int, scale: int) -> list[tuple[int, int]]:
     """Input row ranges [top, bottom) whose upscaled rows are about STRIP_OUTPUT_PIXELS each."""
-    rows = max(1, STRIP_OUTPUT_PIXELS // max(1, width * scale * scale))
+    row = max(1, width * scale * scale)
+    rows = max(1, STRIP_OUTPUT_PIXELS // row, min(MIN_STRIP_ROWS, MAX_STRIP_OUTPUT_PIXELS // row))
     return [(top, min(height, top + rows)) for top in range(0, height, rows)]
 
 
