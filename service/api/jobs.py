@@ -61,7 +61,7 @@ class JobStatus(BaseModel):
     error: dict[str, Any] | None = Field(None, description="the problem (RFC 9457) that failed it")
 
 
-def _runner(request: Request) -> JobRunner:
+async def _runner(request: Request) -> JobRunner:
     jobs: JobRunner | None = request.app.state.jobs
     if jobs is None:
         raise NotFound("jobs are off on this server (SR_JOBS=false)")

@@ -29,7 +29,7 @@ from service.serving.upscaler import UpscaleParams
 _RAW_TYPES = ("application/octet-stream", "application/x-www-form-urlencoded", "")
 
 
-def upscale_params(
+async def upscale_params(
     request: Request,
     # Enums and bounds are documented here and checked by UpscaleParams.check, whose messages
     # say what came and what was expected ("scale must be one of 2, 3, 4 for espcn, got 5").
