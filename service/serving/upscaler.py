@@ -41,6 +41,7 @@ from service.imaging.codec import (
 )
 from service.imaging.gain import proxy_gain_db
 from service.imaging.planes import (
+    ModelInput,
     classical_upscale,
     luma_and_rest,
     merge_from_model,
@@ -258,64 +259,127 @@ async def upscale(
     """Encoded image bytes in, encoded upscaled bytes out, before ``deadline`` (monotonic s).
     ``background``: a job's work, behind interactive requests in the codec pool and batcher."""
     settings, metrics = runtime.settings, runtime.metrics
+    cpu = functools.partial(runtime.codec_pool.run, deadline=deadline, background=background)
     started = time.monotonic()
-    decoded = await runtime.codec_pool.run(
-        functools.partial(decode, data, scale=request.scale, **_limits(settings)),
-        size=len(data), deadline=deadline, background=background,
+    # Each codec job is a hop to a codec thread and back (two wake-ups, which on two cores cost
+    # more than the small image's work itself): the colour split runs in the decode's job and
+    # the merge in the encode's whenever the network is known before the image is (not auto).
+    model = None
+    if request.auto is None and request.method not in CLASSICAL_METHODS:
+        model = await _network_for(runtime, request.method, request.scale, request.model)
+    (decoded, decode_s), (inputs, split_s) = await cpu(
+        functools.partial(_decode_and_split, data, request.scale, _limits(settings), model is not None),
+        size=len(data),
     )
     decoded_at = time.monotonic()
-    metrics.decode_duration.observe(decoded_at - started)
+    metrics.decode_duration.observe(decode_s)
     fmt = output_format(request, accept, decoded.format)
     method, note = request.method, None
     if request.auto is not None:
         method, note = await _auto(runtime, request, decoded, fmt)
-    # Every frame at once: their tiles share the batcher's batches with each other and with
-    # everyone else's.
-    frames = await all_of([upscale_pixels(
-        runtime, frame, decoded.mode, request.scale, method, deadline,
-        align_corners=request.align_corners, abandoned=abandoned, card=request.model, background=background,
-    ) for frame in decoded.frames])
-    processed = frames[0]
-    queue_s = max(f.queue_s for f in frames)
-    infer_s = sum(f.infer_s for f in frames)
-    processed_at = time.monotonic()
+        if method not in CLASSICAL_METHODS:
+            model = await _network_for(runtime, method, request.scale, None)
+            inputs, split_s = await cpu(
+                functools.partial(_timed, _split, decoded.frames, decoded.mode, request.scale),
+                size=decoded.pixels.size * request.scale ** 2,
+            )
     quality = request.quality or (settings.webp_quality if fmt == "webp" else settings.jpeg_quality)
-    if decoded.animation is None:
-        encoding = functools.partial(encode, processed.pixels, decoded.mode, fmt, quality=quality,
-                                     png_compress_level=settings.png_compress_level,
-                                     icc_profile=decoded.icc_profile, png_encoder=settings.png_encoder)
+    encoder = functools.partial(_encode, decoded, fmt, quality, settings)
+    out_size = decoded.pixels.size * request.scale ** 2 * len(decoded.frames)
+    if model is None:  # a resampler and the encoding: one codec job
+        (frames, resample_s), (body, encode_s) = await cpu(functools.partial(
+            _resample_and_encode, decoded.frames, request.scale, method, request.align_corners, encoder),
+            size=out_size)
+        finished = time.monotonic()
+        queue_s = 0.0
+        # As before the jobs were fused: the resampler counts as "infer", its wait as "post".
+        stages = {"decode": decoded_at - started, "queue": 0.0, "infer": resample_s,
+                  "post": max(0.0, finished - decoded_at - resample_s - encode_s), "encode": encode_s}
     else:
-        encoding = functools.partial(encode_animation, [f.pixels for f in frames], decoded.mode, fmt,
-                                     decoded.animation, quality=quality,
-                                     png_compress_level=settings.png_compress_level)
-    body = await runtime.codec_pool.run(encoding, size=processed.pixels.size * len(frames), deadline=deadline,
-                                        background=background)
-    finished = time.monotonic()
-    metrics.encode_duration.labels(format=fmt).observe(finished - processed_at)
+        assert inputs is not None
+        planes, queue_s, infer_s = await _through_network(runtime, model, inputs, deadline,
+                                                          abandoned=abandoned, background=background)
+        processed_at = time.monotonic()
+        (frames, merge_s), (body, encode_s) = await cpu(
+            functools.partial(_merge_and_encode, inputs, planes, encoder), size=out_size)
+        finished = time.monotonic()
+        # Wall times, waits for a codec thread included. The colour work ran in the decode's and
+        # the encode's jobs; it is counted in post (with the waits around the device), where it
+        # was when it had jobs of its own, so the stages still add up to the whole.
+        stages = {"decode": decoded_at - started - split_s, "queue": queue_s, "infer": infer_s,
+                  "post": max(0.0, processed_at - decoded_at - queue_s - infer_s) + split_s + merge_s,
+                  "split": split_s, "merge": merge_s, "encode": max(0.0, finished - processed_at - merge_s)}
+    metrics.encode_duration.labels(format=fmt).observe(encode_s)
     # What this request cost apart from waiting: the cost model learns from it.
     runtime.costs.observe(method, request.scale, decoded.width, decoded.height * len(frames), fmt,
                           (finished - started - queue_s) * 1000)
-    height, width = processed.pixels.shape[:2]
+    height, width = frames[0].shape[:2]
     return Upscaled(
         body=body,
         media_type=MEDIA_TYPES[fmt],
         format=fmt,
         method=method,
-        model_ref=processed.model_ref,
+        model_ref=model.ref if model is not None else None,
         auto_note=note,
         input_size=(decoded.width, decoded.height),
         output_size=(int(width), int(height)),
         frames=len(frames),
-        stages={
-            "decode": decoded_at - started,
-            "queue": queue_s,
-            "infer": infer_s,
-            "post": max(0.0, processed_at - decoded_at - queue_s - infer_s),
-            **({"split": sum(f.split_s for f in frames), "merge": sum(f.merge_s for f in frames)}
-               if processed.model_ref is not None else {}),
-            "encode": finished - processed_at,
-        },
+        stages=stages,
     )
+
+
+def _decode_and_split(
+    data: bytes, scale: int, limits: dict[str, int], split: bool
+) -> tuple[tuple[DecodedImage, float], tuple[list[ModelInput] | None, float]]:
+    """One codec job: decode, and (``split``) the colour split of every frame; each timed."""
+    decoded = _timed(decode, data, scale=scale, **limits)
+    return decoded, _timed(_split, decoded[0].frames, decoded[0].mode, scale) if split else (None, 0.0)
+
+
+def _split(frames: tuple[np.ndarray, ...], mode: str, scale: int) -> list[ModelInput]:
+    return [split_for_model(frame, mode, scale) for frame in frames]
+
+
+def _merge(inputs: list[ModelInput], planes: list[torch.Tensor]) -> list[np.ndarray]:
+    return [merge_from_model(i, plane) for i, plane in zip(inputs, planes, strict=True)]
+
+
+def _merge_and_encode(
+    inputs: list[ModelInput], planes: list[torch.Tensor], encoder: Callable[[list[np.ndarray]], bytes]
+) -> tuple[tuple[list[np.ndarray], float], tuple[bytes, float]]:
+    merged = _timed(_merge, inputs, planes)
+    return merged, _timed(encoder, merged[0])
+
+
+def _resample_and_encode(
+    frames: tuple[np.ndarray, ...], scale: int, method: str, align_corners: bool,
+    encoder: Callable[[list[np.ndarray]], bytes],
+) -> tuple[tuple[list[np.ndarray], float], tuple[bytes, float]]:
+    resampled = _timed(lambda: [classical_upscale(f, scale, method, align_corners=align_corners) for f in frames])
+    return resampled, _timed(encoder, resampled[0])
+
+
+def _encode(decoded: DecodedImage, fmt: str, quality: int, settings: Settings, frames: list[np.ndarray]) -> bytes:
+    """The upscaled frames in ``fmt``: a still image, or an animation with the input's timing."""
+    if decoded.animation is None:
+        return encode(frames[0], decoded.mode, fmt, quality=quality, png_compress_level=settings.png_compress_level,
+                      icc_profile=decoded.icc_profile, png_encoder=settings.png_encoder)
+    return encode_animation(frames, decoded.mode, fmt, decoded.animation, quality=quality,
+                            png_compress_level=settings.png_compress_level)
+
+
+async def _through_network(
+    runtime: Runtime, model: ResidentModel, inputs: list[ModelInput], deadline: float, *,
+    abandoned: Callable[[], Awaitable[object]] | None = None, background: bool = False,
+) -> tuple[list[torch.Tensor], float, float]:
+    """Every frame's Y through the batcher at once (their tiles share batches with each other
+    and with everyone else's): the planes, the longest wait for the device, the device time."""
+    results = await all_of([runtime.batcher.run(model, i.luma, deadline, abandoned=abandoned, background=background)
+                            for i in inputs])
+    if runtime.lifecycle.ready:  # calibration's requests are not traffic
+        for result in results:
+            runtime.metrics.queue_wait.labels(method=model.method, scale=str(model.scale)).observe(result.queue_s)
+    return [r.plane for r in results], max(r.queue_s for r in results), sum(r.infer_s for r in results)
 
 
 async def upscale_pixels(
@@ -327,31 +391,27 @@ async def upscale_pixels(
     deadline: float,
     *,
     align_corners: bool = False,
-    abandoned: Callable[[], Awaitable[object]] | None = None,
-    card: ModelCard | None = None,
-    background: bool = False,
 ) -> Processed:
-    """Decoded (H, W, C) uint8 pixels in, upscaled pixels out: a resampler on every channel,
-    or the network on Y through the batcher with Cb/Cr/alpha bicubic around it."""
+    """Decoded (H, W, C) uint8 pixels in, upscaled pixels out, each step a codec job of its own
+    so the caller (calibration) can time them apart: a resampler on every channel, or the
+    network on Y through the batcher with Cb/Cr/alpha bicubic around it."""
     size = pixels.size * scale * scale  # the request's place in the codec pool: small first
-    cpu = functools.partial(runtime.codec_pool.run, size=size, deadline=deadline, background=background)
+    cpu = functools.partial(runtime.codec_pool.run, size=size, deadline=deadline)
     if method in CLASSICAL_METHODS:
         started = time.monotonic()
         out = await cpu(functools.partial(classical_upscale, pixels, scale, method, align_corners=align_corners))
         return Processed(out, 0.0, time.monotonic() - started, None)
-    model = await _network_for(runtime, method, scale, card)
-    model_input, split_s = await cpu(functools.partial(_timed, split_for_model, pixels, mode, scale))
-    result = await runtime.batcher.run(model, model_input.luma, deadline, abandoned=abandoned, background=background)
-    if runtime.lifecycle.ready:  # calibration's requests are not traffic
-        runtime.metrics.queue_wait.labels(method=method, scale=str(scale)).observe(result.queue_s)
-    out, merge_s = await cpu(functools.partial(_timed, merge_from_model, model_input, result.plane))
-    return Processed(out, result.queue_s, result.infer_s, model.ref, split_s, merge_s)
+    model = await _network_for(runtime, method, scale, None)
+    inputs, split_s = await cpu(functools.partial(_timed, _split, (pixels,), mode, scale))
+    planes, queue_s, infer_s = await _through_network(runtime, model, inputs, deadline)
+    outs, merge_s = await cpu(functools.partial(_timed, _merge, inputs, planes))
+    return Processed(outs[0], queue_s, infer_s, model.ref, split_s, merge_s)
 
 
-def _timed(func: Callable[..., T], *args: Any) -> tuple[T, float]:
+def _timed(func: Callable[..., T], *args: Any, **kwargs: Any) -> tuple[T, float]:
     """``func(*args)`` and its seconds, measured where it runs (a codec thread), not waited."""
     started = time.perf_counter()
-    result = func(*args)
+    result = func(*args, **kwargs)
     return result, time.perf_counter() - started
 
 
