@@ -32,7 +32,9 @@ _IDLE = ("threading.py:wait", "queue.py:get", "selectors.py:select", "thread.py:
 
 
 def thread_cpu() -> dict[str, float]:
-    """CPU seconds (user + system) each kind of thread of this process has used, from /proc.
+    """CPU seconds (user + system) each kind of thread of this process has used, and the
+    seconds it was runnable but waiting for a core ("runqueue wait: kind", from schedstat),
+    from /proc.
 
     Python threads are named by their thread's name; the others (ONNX Runtime's and torch's
     pools, the sampler excluded) by the kernel's name for them, so nothing running is missed."""
@@ -49,7 +51,13 @@ def thread_cpu() -> dict[str, float]:
         name = names.get(int(task.name), "native:" + comm)
         if name == "sampler":
             continue
-        used[name.split("-")[0].split("_")[0]] += (int(fields[11]) + int(fields[12])) / tick
+        kind = name.split("-")[0].split("_")[0]
+        used[kind] += (int(fields[11]) + int(fields[12])) / tick
+        try:
+            _, waited, _ = (task / "schedstat").read_text().split()
+            used["runqueue wait: " + kind] += int(waited) / 1e9
+        except (OSError, ValueError):
+            pass
     return dict(used)
 
 
@@ -169,10 +177,13 @@ def main(argv: list[str] | None = None) -> None:
     # Where the cores went: CPU seconds per wall second (200 % is both cores), per thread kind.
     print("CPU used, % of one core over the window (both cores = 200 %):")
     print(f"  {'client':24s} {100 * client_cpu / args.seconds:6.1f}   (this process: {args.concurrency} httpx threads)")
-    for kind, seconds in sorted(profile["cpu_s"].items(), key=lambda kv: -kv[1]):
+    used = {k: v for k, v in profile["cpu_s"].items() if not k.startswith("runqueue wait: ")}
+    for kind, seconds in sorted(used.items(), key=lambda kv: -kv[1]):
         if seconds > 0.01 * args.seconds:
-            print(f"  {'server ' + kind:24s} {100 * seconds / args.seconds:6.1f}")
-    total = sum(profile["cpu_s"].values())
+            waited = profile["cpu_s"].get("runqueue wait: " + kind, 0.0)
+            print(f"  {'server ' + kind:24s} {100 * seconds / args.seconds:6.1f}   "
+                  f"(and {100 * waited / args.seconds:5.1f} runnable, waiting for a core)")
+    total = sum(used.values())
     print(f"  {'server, all threads':24s} {100 * total / args.seconds:6.1f}   "
           f"= {1000 * total / max(rate * args.seconds, 1):.1f} ms of CPU per request")
     for kind, n in sorted(profile["busy"].items(), key=lambda kv: -kv[1]):

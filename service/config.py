@@ -127,6 +127,10 @@ class Settings(BaseSettings):
     # Threads: inference gets ``torch_threads``; decode/encode share ``codec_threads``.
     torch_threads: int = Field(0, ge=0, description="0 = torch's default (one per physical core)")
     codec_threads: int = Field(2, ge=1)
+    infer_workers: int = Field(
+        0, ge=0, description="batches a device runs at once from its one queue; 0: two on a CPU where "
+        "every network runs on ONNX Runtime (their batches narrow to one thread under load), else one",
+    )
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     warmup: bool = True

@@ -393,3 +393,31 @@ def test_a_poisoned_tile_fails_only_its_own_request_even_inside_a_shared_batch()
         await batcher.stop()
 
     run(main())
+
+
+def test_two_workers_run_two_batches_at_once_from_the_one_queue() -> None:
+    """SR_INFER_WORKERS=2 (the CPU default on ONNX Runtime): while one batch runs, the next one
+    starts on the second worker instead of waiting; every answer is still the right one."""
+    async def main() -> tuple[int, list[int]]:
+        both_running = threading.Barrier(2, timeout=5)
+        seen: list[int] = []
+
+        def meeting(model: ResidentModel, canvas: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+            seen.append(batcher.running_batches)
+            both_running.wait()  # raises BrokenBarrierError (a failed batch) unless two run together
+            with torch.no_grad():
+                return model.module(canvas / 255.0, mask).clamp(0, 1) * 255.0
+
+        batcher = Batcher(torch.device("cpu"), meeting, max_batch_tiles=1, tile_size=8, max_batch_delay_s=0.0,
+                          workers=2)
+        batcher.start()
+        model = fake_model()
+        planes = [torch.full((8, 8), float(v)) for v in (1, 2)]
+        outs = await asyncio.gather(*(start(batcher, model, p) for p in planes))
+        for plane, out in zip(planes, outs, strict=True):
+            assert torch.allclose(out, expected(plane))
+        await batcher.stop()
+        return batcher.running_batches, seen
+
+    running_after, seen = run(main())
+    assert running_after == 0 and max(seen) == 2

@@ -81,8 +81,8 @@ class OnnxRunner:
     """ONNX Runtime sessions behaving like the module's ``forward`` (CPU, float32).
 
     With ``crowded`` (a callable the runtime gives: is other CPU work running or waiting?) and
-    more than one thread, a batch runs on one thread while the cores are crowded and on all of
-    them while they are not. Under load the network's threads and the codec threads fight over
+    more than one thread, a batch runs on half the threads (one, on two cores) while the cores
+    are crowded and on all of them while they are not. Under load the network's threads and the codec threads fight over
     two cores, and a parallel convolution waits for its slowest thread whenever one is
     preempted: at 128x128 x3 c=16 one intra-op thread served 137.6 and 138.1 images/s against
     121.0 and 122.8 with two (python -m benchmarks.run --configs onnxruntime
@@ -93,8 +93,9 @@ class OnnxRunner:
     def __init__(self, module: nn.Module, threads: int, *, crowded: Callable[[], bool] | None = None) -> None:
         graphs = {masked: export_onnx(module, masked=masked) for masked in (False, True)}
         self.threads = threads
+        self.narrow = max(1, threads // 2)  # measured on two cores only: one thread there
         self._crowded = crowded if threads > 1 else None
-        widths = {threads, 1} if self._crowded is not None else {threads}
+        widths = {threads, self.narrow} if self._crowded is not None else {threads}
         # (masked, threads) -> session
         self._sessions = {(masked, width): _session(graph, width) for masked, graph in graphs.items() for width in widths}
 
@@ -109,7 +110,7 @@ class OnnxRunner:
 
     def width_now(self) -> int:
         """The intra-op threads the next batch gets."""
-        return 1 if self._crowded is not None and self._crowded() else self.threads
+        return self.narrow if self._crowded is not None and self._crowded() else self.threads
 
     def __call__(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         session = self._sessions[(mask is not None, self.width_now())]

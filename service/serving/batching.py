@@ -32,6 +32,7 @@ import asyncio
 import collections
 import logging
 import math
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -46,8 +47,6 @@ from service.serving.tiling import Tile, assemble, place, plan_tiles, window_of
 
 log = logging.getLogger(__name__)
 
-# Batches in flight per device: one running, one sealed and waiting behind it.
-PIPELINE_DEPTH = 2
 
 
 # (model, (N, 1, h, w) canvas, its mask or None) -> (N, 1, rh, rw): models.inference.run_network.
@@ -130,8 +129,10 @@ class Batcher:
         tile_size: int,
         max_batch_delay_s: float,
         on_batch: Callable[[BatchStats], None] | None = None,
+        workers: int = 1,
     ) -> None:
         self.device = device
+        self.workers = workers
         self.max_batch_tiles = max_batch_tiles
         self.tile_size = tile_size
         self.max_batch_delay_s = max_batch_delay_s
@@ -139,12 +140,13 @@ class Batcher:
         self._on_batch = on_batch
         self._queue: collections.deque[TileWork] = collections.deque()
         self._work = asyncio.Event()
-        self._slots = asyncio.Semaphore(PIPELINE_DEPTH)
+        # Batches in flight: one running on each worker, one sealed and waiting behind them.
+        self._slots = asyncio.Semaphore(workers + 1)
         self._inflight = 0
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"infer-{device}")
+        self._executor = ThreadPoolExecutor(workers, thread_name_prefix=f"infer-{device}")
         self._task: asyncio.Task[None] | None = None
-        self._tiles_per_s = 0.0  # drain rate, exponentially weighted
-        self._running_since: float | None = None  # set by the device thread around each batch
+        self._tiles_per_s = 0.0  # one worker's drain rate, exponentially weighted
+        self._running: dict[int, float] = {}  # worker thread -> when its batch started
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -176,16 +178,21 @@ class Batcher:
     def queued_tiles(self) -> int:
         return len(self._queue)
 
+    @property
+    def running_batches(self) -> int:
+        """Batches on the device now (at most ``workers``)."""
+        return len(self._running)
+
     def running_for_s(self) -> float | None:
-        """How long the batch on the device has been running; None when it is idle."""
-        since = self._running_since
-        return None if since is None else time.monotonic() - since
+        """How long the oldest batch on the device has been running; None when it is idle."""
+        started = list(self._running.values())
+        return None if not started else time.monotonic() - min(started)
 
     def expected_wait_s(self) -> float:
         """How long the tiles queued now need to drain, from the measured drain rate."""
         if self._tiles_per_s <= 0:
             return 0.0
-        return (len(self._queue) + self._inflight * self.max_batch_tiles) / self._tiles_per_s
+        return (len(self._queue) + self._inflight * self.max_batch_tiles) / (self._tiles_per_s * self.workers)
 
     async def run(
         self,
@@ -264,7 +271,7 @@ class Batcher:
         while True:
             await self._work.wait()
             await self._slots.acquire()
-            if self._inflight > 0:
+            if self._inflight >= self.workers:
                 await self._collect_while_busy()
             batch = self._take_batch()
             if not batch:
@@ -281,8 +288,8 @@ class Batcher:
             future.add_done_callback(lambda f, b=batch: self._finish(b, f))
 
     async def _collect_while_busy(self) -> None:
-        """The device is busy: let the batch fill until full, the delay, or the device frees."""
-        while len(self._queue) < self.max_batch_tiles and self._inflight > 0 and self._queue:
+        """Every worker is busy: let the batch fill until full, the delay, or a worker frees."""
+        while len(self._queue) < self.max_batch_tiles and self._inflight >= self.workers and self._queue:
             oldest = self._queue[0].job.enqueued_at
             left = oldest + self.max_batch_delay_s - time.monotonic()
             if left <= 0:
@@ -349,11 +356,12 @@ class Batcher:
             else:
                 live.append(i)
         if live:
-            self._running_since = now
+            worker = threading.get_ident()
+            self._running[worker] = now
             try:
                 self._run_split(batch, live, outcome)
             finally:
-                self._running_since = None
+                del self._running[worker]
         return outcome
 
     def _run_split(self, batch: list[TileWork], index: list[int], outcome: list[BaseException | None]) -> None:
