@@ -166,6 +166,7 @@ async def load(url: str, bodies: list[tuple[bytes, int]], concurrency: int, seco
         await asyncio.gather(*(worker(i) for i in range(concurrency)))
         wall = time.monotonic() - started
     result: dict[str, Any] = summarise(latencies, wall, pixels)
+    result["wall_s"] = wall
     result["errors"] = errors
     result["response_kb_median"] = statistics.median(sizes) / 1024 if sizes else float("nan")
     result["stages_ms_median"] = {
@@ -241,15 +242,19 @@ def _network_counters(url: str, method: str, scale: int) -> tuple[float, float]:
     return values[0], values[1]
 
 
-def network_gflops(url: str, before: tuple[float, float], size: int, scale: int, tile: int = 128) -> float:
-    """The network's GFLOP/s over a load run: 2 x multiply-adds per LR pixel x the canvas each
-    tile ran on (its window: the tile or the whole padded image, and the halo) x tiles / the
-    device's seconds, from the server's own counters (sr_inference_duration, sr_batch_size)."""
+def network_gflops(url: str, before: tuple[float, float], size: int, scale: int, wall_s: float,
+                   tile: int = 128) -> tuple[float, float]:
+    """The network's GFLOP/s over a load run, (per batch, delivered): 2 x multiply-adds per LR
+    pixel x the canvas each tile ran on (its window: the tile or the whole padded image, and the
+    halo) x tiles, over the seconds batches ran (summed over workers running side by side:
+    what one batch reaches) and over the run's wall time (what the cores delivered), from the
+    server's own counters (sr_inference_duration, sr_batch_size)."""
     seconds, tiles = (a - b for a, b in zip(_network_counters(url, "espcn", scale), before, strict=True))
     model = next(m for m in httpx.get(url + "/v1/models", timeout=30).json()["models"]
                  if m["method"] == "espcn" and m["scale"] == scale)
     side = min(size, tile) + 2 * model["halo"]
-    return 2 * model["macs_per_lr_pixel"] * side * side * tiles / max(seconds, 1e-9) / 1e9
+    gflop = 2 * model["macs_per_lr_pixel"] * side * side * tiles / 1e9
+    return gflop / max(seconds, 1e-9), gflop / max(wall_s, 1e-9)
 
 
 def method_costs(url: str) -> dict[str, dict[str, float | None]]:
@@ -304,13 +309,14 @@ def main(argv: list[str] | None = None) -> None:
                 for c in args.concurrency:
                     before = _network_counters(server.url, "espcn", args.scale)
                     r = asyncio.run(load(server.url, [(bodies[size], size)], c, args.seconds, args.scale))
-                    r["network_gflops"] = network_gflops(server.url, before, size, args.scale)
+                    r["network_gflops"], r["network_gflops_delivered"] = network_gflops(
+                        server.url, before, size, args.scale, r["wall_s"])
                     if ref:
                         r["vs_reference"] = r["rps"] / ref["images_per_s"]
                         r["p50_vs_reference_single"] = r["p50_ms"] / ref["ms_per_image"]
                     results["service"].setdefault(label, {}).setdefault(str(size), {})[str(c)] = r
                     print(f"{label} {size}x{size} c={c}: {_fmt(r)} ratio {r.get('vs_reference', float('nan')):.2f} "
-                          f"network {r['network_gflops']:.0f} GFLOP/s stages {r['stages_ms_median']}", flush=True)
+                          f"network {r['network_gflops']:.0f} GFLOP/s a batch, {r['network_gflops_delivered']:.0f} delivered; stages {r['stages_ms_median']}", flush=True)
             if label == args.configs[0]:
                 r = asyncio.run(load(server.url, mixed, 16, args.seconds * 2, args.scale))
                 results["mixed"][label] = r
@@ -320,18 +326,18 @@ def main(argv: list[str] | None = None) -> None:
 
     print(f"\nsummary (x{args.scale}, PNG, espcn; reference = ref_pipeline.py, best of 1/2/4 threads)")
     print("| config | size | c | images/s | ratio to reference | p50 ms | p99 ms | p50 / reference single "
-          "| network GFLOP/s |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          "| network GFLOP/s a batch | network GFLOP/s delivered |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for size in args.sizes:
         ref = results["reference"][size]
         if ref:
-            print(f"| reference | {size} | best | {ref['images_per_s']:.1f} | 1.00 | {ref['ms_per_image']:.0f} (alone) | - | 1.00 |")
+            print(f"| reference | {size} | best | {ref['images_per_s']:.1f} | 1.00 | {ref['ms_per_image']:.0f} (alone) | - | 1.00 | - | - |")
         for label in args.configs:
             for c in args.concurrency:
                 r = results["service"][label][str(size)][str(c)]
                 print(f"| {label} | {size} | {c} | {r['rps']:.1f} | {r.get('vs_reference', float('nan')):.2f} | "
                       f"{r['p50_ms']:.0f} | {r['p99_ms']:.0f} | {r.get('p50_vs_reference_single', float('nan')):.2f} "
-                      f"| {r['network_gflops']:.0f} |")
+                      f"| {r['network_gflops']:.0f} | {r['network_gflops_delivered']:.0f} |")
     print("\nmedian ms per image by stage (Server-Timing; post = all but the device between decode and "
           "encode, of which split and merge are the colour work itself)")
     print("| config | size | c | " + " | ".join(STAGES) + " | answer KB |")
