@@ -17,6 +17,7 @@ from .helpers import DATA, SHIPPED_STORE
 SET5_FLOOR_DB = {2: 36.5, 3: 32.55, 4: 30.2}
 LARGE_SCALES = sorted(c.scale for c in discover(SHIPPED_STORE) if c.arch == "espcn-large")
 ECBSR_SCALES = sorted(c.scale for c in discover(SHIPPED_STORE) if c.arch == "ecbsr")
+ECBSR_LARGE_SCALES = sorted(c.scale for c in discover(SHIPPED_STORE) if c.arch == "ecbsr-large")
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +26,7 @@ def set5_scores(client: TestClient) -> dict[tuple[str, int], float]:
     for scale in (2, 3, 4):
         samples = benchmark_samples("Set5", scale, root=DATA)
         methods = ["bicubic", "espcn", "deconv"] + (["espcn-large"] if scale in LARGE_SCALES else []) + (
-            ["ecbsr"] if scale in ECBSR_SCALES else [])
+            ["ecbsr"] if scale in ECBSR_SCALES else []) + (["ecbsr-large"] if scale in ECBSR_LARGE_SCALES else [])
         for method in methods:
             scores[(method, scale)] = score_method(client, samples, method, scale).psnr_db
     return scores
@@ -67,7 +68,7 @@ def test_deconv_scores_like_espcn(set5_scores: dict[tuple[str, int], float], sca
 @pytest.mark.parametrize(
     ("method", "scale"),
     [("espcn", 2), ("espcn", 3), ("espcn", 4)] + [("espcn-large", s) for s in LARGE_SCALES]
-    + [("ecbsr", s) for s in ECBSR_SCALES],
+    + [("ecbsr", s) for s in ECBSR_SCALES] + [("ecbsr-large", s) for s in ECBSR_LARGE_SCALES],
 )
 def test_card_numbers_are_what_the_evaluation_prints(
     set5_scores: dict[tuple[str, int], float], method: str, scale: int
@@ -110,3 +111,29 @@ def test_the_small_reparameterised_tier_beats_espcn_at_no_more_cost(scale: int, 
 
 def test_the_small_tier_is_shipped_at_two_scales_at_least() -> None:
     assert {2, 3} <= set(ECBSR_SCALES)
+
+
+# Issue #17's large tier: at least +0.20 dB over espcn-large on every set, at no more multiply-adds.
+# Not yet reached where marked (x3 version 1: +0.35 / +0.14 / +0.12 dB on Set5 / Set14 /
+# BSD100); strict, so a model that reaches it turns the mark into a failure to remove.
+_LARGE_TIER_SHORT = {(3, "Set14"), (3, "BSD100")}
+
+
+@pytest.mark.parametrize(("scale", "set_name"), [
+    pytest.param(scale, set_name, marks=pytest.mark.xfail(strict=True, reason="issue #17: floor not reached yet"))
+    if (scale, set_name) in _LARGE_TIER_SHORT else (scale, set_name)
+    for scale in ECBSR_LARGE_SCALES for set_name in ("Set5", "Set14", "BSD100")
+])
+def test_the_large_reparameterised_tier_beats_espcn_large_at_no_more_cost(scale: int, set_name: str) -> None:
+    (large,) = [c for c in discover(SHIPPED_STORE) if c.arch == "ecbsr-large" and c.scale == scale]
+    (plain,) = [c for c in discover(SHIPPED_STORE) if c.arch == "espcn-large" and c.scale == scale]
+    assert large.raw["macs_per_lr_pixel"] <= plain.raw["macs_per_lr_pixel"]
+    gain = large.raw["benchmarks"][set_name]["psnr_db"] - plain.raw["benchmarks"][set_name]["psnr_db"]
+    assert gain >= 0.20, f"ecbsr-large x{scale} {set_name}: {gain:+.3f} dB over espcn-large"
+
+
+@pytest.mark.parametrize("scale", ECBSR_LARGE_SCALES)
+def test_the_large_tier_beats_espcn_large_on_the_test_suites_set5(
+    set5_scores: dict[tuple[str, int], float], scale: int
+) -> None:
+    assert set5_scores[("ecbsr-large", scale)] >= set5_scores[("espcn-large", scale)] + 0.20
