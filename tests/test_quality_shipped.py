@@ -98,15 +98,20 @@ def test_the_espcn_cards_meet_the_floors(scale: int, set_name: str) -> None:
     assert card.raw["benchmarks"][set_name]["psnr_db"] >= FLOORS_DB[scale][set_name]
 
 
+def assert_tier_gain(tier: str, base: str, scale: int, set_name: str, floor_db: float) -> None:
+    """``tier``'s card beats ``base``'s by ``floor_db`` on ``set_name`` at no more multiply-adds."""
+    (new,) = [c for c in discover(SHIPPED_STORE) if c.arch == tier and c.scale == scale]
+    (old,) = [c for c in discover(SHIPPED_STORE) if c.arch == base and c.scale == scale]
+    assert new.raw["macs_per_lr_pixel"] <= old.raw["macs_per_lr_pixel"]
+    gain = new.raw["benchmarks"][set_name]["psnr_db"] - old.raw["benchmarks"][set_name]["psnr_db"]
+    assert gain >= floor_db, f"{tier} x{scale} {set_name}: {gain:+.3f} dB over {base}"
+
+
 # Issue #17's small tier: at least +0.15 dB over espcn on every set, at no more multiply-adds.
 @pytest.mark.parametrize("scale", ECBSR_SCALES)
 @pytest.mark.parametrize("set_name", ["Set5", "Set14", "BSD100"])
 def test_the_small_reparameterised_tier_beats_espcn_at_no_more_cost(scale: int, set_name: str) -> None:
-    (small,) = [c for c in discover(SHIPPED_STORE) if c.arch == "ecbsr" and c.scale == scale]
-    (espcn,) = [c for c in discover(SHIPPED_STORE) if c.arch == "espcn" and c.scale == scale]
-    assert small.raw["macs_per_lr_pixel"] <= espcn.raw["macs_per_lr_pixel"]
-    gain = small.raw["benchmarks"][set_name]["psnr_db"] - espcn.raw["benchmarks"][set_name]["psnr_db"]
-    assert gain >= 0.15, f"ecbsr x{scale} {set_name}: {gain:+.3f} dB over espcn"
+    assert_tier_gain("ecbsr", "espcn", scale, set_name, 0.15)
 
 
 def test_the_small_tier_is_shipped_at_two_scales_at_least() -> None:
@@ -125,11 +130,7 @@ _LARGE_TIER_SHORT = {(3, "Set14"), (3, "BSD100")}
     for scale in ECBSR_LARGE_SCALES for set_name in ("Set5", "Set14", "BSD100")
 ])
 def test_the_large_reparameterised_tier_beats_espcn_large_at_no_more_cost(scale: int, set_name: str) -> None:
-    (large,) = [c for c in discover(SHIPPED_STORE) if c.arch == "ecbsr-large" and c.scale == scale]
-    (plain,) = [c for c in discover(SHIPPED_STORE) if c.arch == "espcn-large" and c.scale == scale]
-    assert large.raw["macs_per_lr_pixel"] <= plain.raw["macs_per_lr_pixel"]
-    gain = large.raw["benchmarks"][set_name]["psnr_db"] - plain.raw["benchmarks"][set_name]["psnr_db"]
-    assert gain >= 0.20, f"ecbsr-large x{scale} {set_name}: {gain:+.3f} dB over espcn-large"
+    assert_tier_gain("ecbsr-large", "espcn-large", scale, set_name, 0.20)
 
 
 @pytest.mark.parametrize("scale", ECBSR_LARGE_SCALES)
