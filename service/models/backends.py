@@ -82,9 +82,9 @@ class OnnxRunner:
 
     With ``crowded`` (a callable the runtime gives: is other CPU work running or waiting?) and
     more than one thread, a batch runs on half the threads (one, on two cores) while the cores
-    are crowded and on all of them while they are not. Under load the network's threads and the codec threads fight over
-    two cores, and a parallel convolution waits for its slowest thread whenever one is
-    preempted: at 128x128 x3 c=16 one intra-op thread served 137.6 and 138.1 images/s against
+    are crowded and on all of them while they are not. Under load the network's threads and
+    the codec threads fight over two cores, and a parallel convolution waits for its slowest
+    thread whenever one is preempted: at 128x128 x3 c=16 one intra-op thread served 137.6 and 138.1 images/s against
     121.0 and 122.8 with two (python -m benchmarks.run --configs onnxruntime
     onnxruntime-1thread --sizes 128 --concurrency 16 --seconds 5, twice). Alone, a request
     still has both cores for its network.
