@@ -31,16 +31,15 @@ from benchmarks.run import REPO_ROOT, photo_like
 _IDLE = ("threading.py:wait", "queue.py:get", "selectors.py:select", "thread.py:_worker", "codec_pool.py:_work")
 
 
-def thread_cpu() -> dict[str, float]:
-    """CPU seconds (user + system) each kind of thread of this process has used, and the
-    seconds it was runnable but waiting for a core ("runqueue wait: kind", from schedstat),
-    from /proc.
+def thread_cpu() -> dict[str, list[float]]:
+    """Per kind of thread of this process, [CPU seconds (user + system) used, seconds runnable
+    but waiting for a core (schedstat)], from /proc.
 
     Python threads are named by their thread's name; the others (ONNX Runtime's and torch's
     pools, the sampler excluded) by the kernel's name for them, so nothing running is missed."""
     names = {t.native_id: t.name for t in threading.enumerate()}
     tick = os.sysconf("SC_CLK_TCK")
-    used: collections.Counter[str] = collections.Counter()
+    used: dict[str, list[float]] = collections.defaultdict(lambda: [0.0, 0.0])
     for task in Path("/proc/self/task").iterdir():
         try:
             stat = (task / "stat").read_text()
@@ -52,10 +51,10 @@ def thread_cpu() -> dict[str, float]:
         if name == "sampler":
             continue
         kind = name.split("-")[0].split("_")[0]
-        used[kind] += (int(fields[11]) + int(fields[12])) / tick
+        used[kind][0] += (int(fields[11]) + int(fields[12])) / tick
         try:
             _, waited, _ = (task / "schedstat").read_text().split()
-            used["runqueue wait: " + kind] += int(waited) / 1e9
+            used[kind][1] += int(waited) / 1e9
         except (OSError, ValueError):
             pass
     return dict(used)
@@ -67,7 +66,7 @@ def _serve(port: int, flag: Path, out: Path) -> None:
     frames: collections.Counter[tuple[str, str]] = collections.Counter()
     samples = [0]
     stop = threading.Event()
-    cpu: dict[str, dict[str, float]] = {}
+    cpu: dict[str, dict[str, list[float]]] = {}
 
     def sample() -> None:
         me = threading.get_ident()
@@ -94,7 +93,7 @@ def _serve(port: int, flag: Path, out: Path) -> None:
     def dump() -> None:
         stop.set()
         start, end = cpu.get("start", {}), cpu.get("end", {})
-        used = collections.Counter({kind: end[kind] - start.get(kind, 0.0) for kind in end})
+        used = {kind: [e - s for e, s in zip(end[kind], start.get(kind, [0.0, 0.0]), strict=True)] for kind in end}
         out.write_text(json.dumps({"samples": samples[0], "busy": busy, "cpu_s": used,
                                    "frames": [[k, f, n] for (k, f), n in frames.most_common(40)]}))
 
@@ -102,8 +101,6 @@ def _serve(port: int, flag: Path, out: Path) -> None:
 
     atexit.register(dump)
     threading.Thread(target=sample, daemon=True, name="sampler").start()
-    if os.environ.get("PROFILE_SWITCH_INTERVAL"):
-        sys.setswitchinterval(float(os.environ["PROFILE_SWITCH_INTERVAL"]))
     from service.__main__ import main as serve
 
     serve(["--port", str(port)])
@@ -177,13 +174,12 @@ def main(argv: list[str] | None = None) -> None:
     # Where the cores went: CPU seconds per wall second (200 % is both cores), per thread kind.
     print("CPU used, % of one core over the window (both cores = 200 %):")
     print(f"  {'client':24s} {100 * client_cpu / args.seconds:6.1f}   (this process: {args.concurrency} httpx threads)")
-    used = {k: v for k, v in profile["cpu_s"].items() if not k.startswith("runqueue wait: ")}
-    for kind, seconds in sorted(used.items(), key=lambda kv: -kv[1]):
+    used = profile["cpu_s"]
+    for kind, (seconds, waited) in sorted(used.items(), key=lambda kv: -kv[1][0]):
         if seconds > 0.01 * args.seconds:
-            waited = profile["cpu_s"].get("runqueue wait: " + kind, 0.0)
             print(f"  {'server ' + kind:24s} {100 * seconds / args.seconds:6.1f}   "
                   f"(and {100 * waited / args.seconds:5.1f} runnable, waiting for a core)")
-    total = sum(used.values())
+    total = sum(seconds for seconds, _ in used.values())
     print(f"  {'server, all threads':24s} {100 * total / args.seconds:6.1f}   "
           f"= {1000 * total / max(rate * args.seconds, 1):.1f} ms of CPU per request")
     for kind, n in sorted(profile["busy"].items(), key=lambda kv: -kv[1]):
