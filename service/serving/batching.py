@@ -147,6 +147,7 @@ class Batcher:
         self._task: asyncio.Task[None] | None = None
         self._tiles_per_s = 0.0  # one worker's drain rate, exponentially weighted
         self._running: dict[int, float] = {}  # worker thread -> when its batch started
+        self._running_lock = threading.Lock()  # workers write it; the loop and workers read it
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -185,8 +186,9 @@ class Batcher:
 
     def running_for_s(self) -> float | None:
         """How long the oldest batch on the device has been running; None when it is idle."""
-        started = list(self._running.values())
-        return None if not started else time.monotonic() - min(started)
+        with self._running_lock:
+            started = min(self._running.values(), default=None)
+        return None if started is None else time.monotonic() - started
 
     def expected_wait_s(self) -> float:
         """How long the tiles queued now need to drain, from the measured drain rate."""
@@ -357,11 +359,13 @@ class Batcher:
                 live.append(i)
         if live:
             worker = threading.get_ident()
-            self._running[worker] = now
+            with self._running_lock:
+                self._running[worker] = now
             try:
                 self._run_split(batch, live, outcome)
             finally:
-                del self._running[worker]
+                with self._running_lock:
+                    del self._running[worker]
         return outcome
 
     def _run_split(self, batch: list[TileWork], index: list[int], outcome: list[BaseException | None]) -> None:
