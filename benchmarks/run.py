@@ -7,12 +7,13 @@ The reference is ``../shared/tools/ref_pipeline.py`` run in the same window: Pil
 eager ESPCN, Pillow PNG level 1, the best of 1, 2 and 4 worker threads (no HTTP); its single
 image latency is the bar for concurrency 1. Then, for each configuration (``torch``,
 ``onnxruntime``: SR_BACKEND; ``torch-nobatch``: SR_MAX_BATCH_SIZE=1) a server process (uvicorn)
-and an httpx client here, x3 espcn PNG at each size and concurrency: images/s, p50/p95/p99, the
+and a client here (``--client raw``, the default: benchmarks.client, keep-alive HTTP/1.1 on
+asyncio streams; ``httpx``: httpx.AsyncClient), x3 espcn PNG at each size and concurrency: images/s, p50/p95/p99, the
 ratio to the reference, and the median stage split from Server-Timing (decode, queue, infer,
 post, and within it the colour split and merge, encode). Also the server's pipeline in process, one request at a time
 (``serving.upscaler.upscale``, no HTTP), a mixed-size workload (64..1024 px sides), and every
 learned method's calibrated ms per output megapixel. The client shares the machine's cores with
-the server: on 2 cores that costs the service a few percent, and the numbers say so.
+the server, so each run prints the client's own CPU per request: what the server did not get.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from benchmarks.client import RawClient
 from service.config import Settings
 from service.imaging.synthetic import pattern
 from service.models.device import resolve_device
@@ -121,6 +123,11 @@ class Server:
             time.sleep(0.2)
         raise RuntimeError("server did not become ready")
 
+    def cpu_s(self) -> float:
+        """CPU seconds (user + system, every thread) the server process has used so far."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def stop(self) -> None:
         self.proc.terminate()
         self.proc.wait(60)
@@ -136,37 +143,47 @@ def _timing(header: str) -> dict[str, float]:
 
 
 async def load(url: str, bodies: list[tuple[bytes, int]], concurrency: int, seconds: float,
-               scale: int) -> dict[str, Any]:
+               scale: int, client: str = "raw") -> dict[str, Any]:
+    """``concurrency`` connections each posting one request after another for ``seconds``,
+    through ``client`` (``raw``: benchmarks.client, ``httpx``: httpx.AsyncClient)."""
     latencies: list[float] = []
     sizes: list[int] = []
     stages: list[dict[str, float]] = []
     pixels = 0
     errors = 0
     stop_at = time.monotonic() + seconds
+    target = f"/v1/upscale?scale={scale}&method=espcn&format=png"
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as client:
+    async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as shared:
         async def worker(index: int) -> None:
             nonlocal pixels, errors
+            own = RawClient(url) if client == "raw" else None
             i = index
-            while time.monotonic() < stop_at:
-                body, side = bodies[i % len(bodies)]
-                i += concurrency
-                t = time.monotonic()
-                r = await client.post(f"/v1/upscale?scale={scale}&method=espcn&format=png", content=body,
-                                      headers={"Content-Type": "image/png"})
-                if r.status_code != 200:
-                    errors += 1
-                    continue
-                latencies.append(time.monotonic() - t)
-                sizes.append(len(r.content))
-                stages.append(_timing(r.headers.get("server-timing", "")))
-                pixels += side * side * scale * scale
+            try:
+                while time.monotonic() < stop_at:
+                    body, side = bodies[i % len(bodies)]
+                    i += concurrency
+                    t = time.monotonic()
+                    r = await (own or shared).post(target, content=body, headers={"Content-Type": "image/png"})
+                    if r.status_code != 200:
+                        errors += 1
+                        continue
+                    latencies.append(time.monotonic() - t)
+                    sizes.append(len(r.content))
+                    stages.append(_timing(r.headers.get("server-timing", "")))
+                    pixels += side * side * scale * scale
+            finally:
+                if own is not None:
+                    await own.aclose()
 
-        started = time.monotonic()
+        started, cpu_started = time.monotonic(), time.process_time()
         await asyncio.gather(*(worker(i) for i in range(concurrency)))
-        wall = time.monotonic() - started
+        wall, cpu = time.monotonic() - started, time.process_time() - cpu_started
     result: dict[str, Any] = summarise(latencies, wall, pixels)
     result["wall_s"] = wall
+    result["client"] = client
+    # The client's own CPU (this process, every thread), which the server did not get.
+    result["client_cpu_ms_per_request"] = cpu * 1000 / max(1, len(latencies) + errors)
     result["errors"] = errors
     result["response_kb_median"] = statistics.median(sizes) / 1024 if sizes else float("nan")
     result["stages_ms_median"] = {
@@ -269,6 +286,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
     p.add_argument("--seconds", type=float, default=6.0, help="per measurement")
     p.add_argument("--scale", type=int, default=3)
+    p.add_argument("--client", choices=["raw", "httpx"], default="raw",
+                   help="the load generator's HTTP client (benchmarks.client says why raw)")
     p.add_argument("--out", type=Path, default=Path("bench-results/bench.json"))
     p.add_argument("--prediction-only", action="store_true",
                    help="only the latency-prediction check (issue: method choice)")
@@ -308,7 +327,10 @@ def main(argv: list[str] | None = None) -> None:
                 ref = results["reference"][size]
                 for c in args.concurrency:
                     before = _network_counters(server.url, "espcn", args.scale)
-                    r = asyncio.run(load(server.url, [(bodies[size], size)], c, args.seconds, args.scale))
+                    cpu_before = server.cpu_s()
+                    r = asyncio.run(load(server.url, [(bodies[size], size)], c, args.seconds, args.scale, args.client))
+                    # Less noisy than images/s on a shared machine: neighbours take wall time, not this.
+                    r["server_cpu_ms_per_request"] = (server.cpu_s() - cpu_before) * 1000 / max(1, r["requests"])
                     r["network_gflops"], r["network_gflops_delivered"] = network_gflops(
                         server.url, before, size, args.scale, r["wall_s"])
                     if ref:
@@ -316,28 +338,29 @@ def main(argv: list[str] | None = None) -> None:
                         r["p50_vs_reference_single"] = r["p50_ms"] / ref["ms_per_image"]
                     results["service"].setdefault(label, {}).setdefault(str(size), {})[str(c)] = r
                     print(f"{label} {size}x{size} c={c}: {_fmt(r)} ratio {r.get('vs_reference', float('nan')):.2f} "
-                          f"network {r['network_gflops']:.0f} GFLOP/s a batch, {r['network_gflops_delivered']:.0f} delivered; stages {r['stages_ms_median']}", flush=True)
+                          f"network {r['network_gflops']:.0f} GFLOP/s a batch, {r['network_gflops_delivered']:.0f} delivered; CPU a request: server {r['server_cpu_ms_per_request']:.2f} ms, client {r['client_cpu_ms_per_request']:.2f} ms; stages {r['stages_ms_median']}", flush=True)
             if label == args.configs[0]:
-                r = asyncio.run(load(server.url, mixed, 16, args.seconds * 2, args.scale))
+                r = asyncio.run(load(server.url, mixed, 16, args.seconds * 2, args.scale, args.client))
                 results["mixed"][label] = r
                 print(f"{label} mixed 64..1024 c=16: {_fmt(r)}", flush=True)
         finally:
             server.stop()
 
-    print(f"\nsummary (x{args.scale}, PNG, espcn; reference = ref_pipeline.py, best of 1/2/4 threads)")
+    print(f"\nsummary (x{args.scale}, PNG, espcn; reference = ref_pipeline.py, best of 1/2/4 threads; "
+          f"client {args.client})")
     print("| config | size | c | images/s | ratio to reference | p50 ms | p99 ms | p50 / reference single "
-          "| network GFLOP/s a batch | network GFLOP/s delivered |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          "| network GFLOP/s a batch | network GFLOP/s delivered | CPU ms a request: server | client |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for size in args.sizes:
         ref = results["reference"][size]
         if ref:
-            print(f"| reference | {size} | best | {ref['images_per_s']:.1f} | 1.00 | {ref['ms_per_image']:.0f} (alone) | - | 1.00 | - | - |")
+            print(f"| reference | {size} | best | {ref['images_per_s']:.1f} | 1.00 | {ref['ms_per_image']:.0f} (alone) | - | 1.00 | - | - | - | - |")
         for label in args.configs:
             for c in args.concurrency:
                 r = results["service"][label][str(size)][str(c)]
                 print(f"| {label} | {size} | {c} | {r['rps']:.1f} | {r.get('vs_reference', float('nan')):.2f} | "
                       f"{r['p50_ms']:.0f} | {r['p99_ms']:.0f} | {r.get('p50_vs_reference_single', float('nan')):.2f} "
-                      f"| {r['network_gflops']:.0f} | {r['network_gflops_delivered']:.0f} |")
+                      f"| {r['network_gflops']:.0f} | {r['network_gflops_delivered']:.0f} | {r['server_cpu_ms_per_request']:.2f} | {r['client_cpu_ms_per_request']:.2f} |")
     print("\nmedian ms per image by stage (Server-Timing; post = all but the device between decode and "
           "encode, of which split and merge are the colour work itself)")
     print("| config | size | c | " + " | ".join(STAGES) + " | answer KB |")
