@@ -75,9 +75,9 @@ def test_the_budget_refuses_what_does_not_fit_beside_the_others() -> None:
 def test_over_http_memory_refusals_are_503_memory_and_413_for_the_impossible() -> None:
     gate = threading.Event()
 
-    def held(model: Any, batch: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    def held(model: Any, batch: torch.Tensor) -> torch.Tensor:
         gate.wait(30)
-        return run_network(model, batch, mask)
+        return run_network(model, batch)
 
     one = estimate_memory(256, 256, 3, 2, learned=True, halo=8, body_bytes=len(png(256, 256)))
     small = estimate_memory(23, 17, 3, 2, learned=False, halo=0, body_bytes=len(image_bytes()))
@@ -274,9 +274,9 @@ def test_a_small_request_is_not_stuck_behind_large_ones() -> None:
 def test_a_hung_device_turns_readiness_off_until_it_answers() -> None:
     gate = threading.Event()
 
-    def hangs(model: Any, batch: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    def hangs(model: Any, batch: torch.Tensor) -> torch.Tensor:
         gate.wait(30)
-        return run_network(model, batch, mask)
+        return run_network(model, batch)
 
     settings = Settings(model_store=SHIPPED_STORE, device="cpu", warmup=False, calibrate=False, watchdog_s=0.4)
     with LiveServer(settings, run_batch=hangs) as live, httpx.Client(base_url=live.url, timeout=30) as client:
@@ -317,9 +317,9 @@ def test_work_that_cannot_finish_before_its_deadline_is_refused_at_once() -> Non
 
     gate = threading.Event()
 
-    def held(model: Any, batch: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    def held(model: Any, batch: torch.Tensor) -> torch.Tensor:
         gate.wait(30)
-        return run_network(model, batch, mask)
+        return run_network(model, batch)
 
     settings = Settings(model_store=SHIPPED_STORE, device="cpu", warmup=False, calibrate=False,
                         request_timeout_s=30, codec_threads=2)

@@ -77,13 +77,15 @@ def test_an_animation_comes_back_animated_with_its_timing(
     assert image.size == (72, 48)
     assert durations == DURATIONS
     assert image.info.get("loop") == 2
-    # Each frame is the still-image answer for that frame: exactly in APNG; in WebP, whose
-    # answers are lossy (SR_WEBP_QUALITY), within what the encoder takes.
+    # Each frame is the still-image answer for that frame: in APNG to the level, but for the
+    # rounding of a sum that sits on .5 (a frame's tiles share a batch with the other frames',
+    # and torch's small-size convolution kernels sum in an order that depends on the batch,
+    # 5e-7 apart); in WebP, whose answers are lossy (SR_WEBP_QUALITY), within what the encoder takes.
     for i in (0, 3):
         still = post(client, still_of(frames[i]), "image/png", scale=3, method=method)
         expected = np.array(decode(still.content).convert("RGBA")).astype(float)
         if fmt == "PNG":
-            assert np.array_equal(out[i], expected)
+            assert np.abs(out[i] - expected).max() <= 1 and (out[i] != expected).mean() < 1e-3
         else:
             mse = np.mean((out[i].astype(float) - expected) ** 2)
             assert 10 * np.log10(255**2 / mse) > 30
@@ -167,7 +169,7 @@ def test_frames_share_batches(make_client: Any) -> None:
 
 def test_a_failing_frame_is_the_requests_own_problem(make_client: Any) -> None:
     """One frame's fault answers as that fault (not a generic 500 from the frames' task group)."""
-    def broken(model: Any, batch: Any, mask: Any = None) -> Any:
+    def broken(model: Any, batch: Any) -> Any:
         raise RuntimeError("injected fault")
 
     client = make_client(run_batch=broken)

@@ -39,9 +39,9 @@ from .helpers import (
 class Gate(threading.Event):
     """Holds every batch on the device until set: a slow model on demand (its ``run_batch``)."""
 
-    def run_batch(self, model: Any, batch: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    def run_batch(self, model: Any, batch: torch.Tensor) -> torch.Tensor:
         self.wait(30)
-        return run_network(model, batch, mask)
+        return run_network(model, batch)
 
 
 @pytest.fixture
@@ -191,7 +191,7 @@ def _ok(url: str) -> bool:
 
 
 def test_a_model_fault_is_a_500_problem_and_counted(make_client: Callable[..., TestClient]) -> None:
-    def broken(model: Any, batch: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    def broken(model: Any, batch: torch.Tensor) -> torch.Tensor:
         raise RuntimeError("injected fault")
 
     client = make_client(run_batch=broken)

@@ -1,5 +1,5 @@
-"""Every backend computes what torch computes: every shipped model, odd sizes, masked batches
-of mixed tiles, within 1e-4 before rounding; and through HTTP, the same pixels."""
+"""Every backend computes what torch computes: every shipped model, odd sizes, batches of
+mixed tiles, within 1e-4 before rounding; and through HTTP, the same pixels."""
 
 from __future__ import annotations
 
@@ -29,26 +29,20 @@ def onnx_runners() -> dict[str, OnnxRunner]:
 def test_onnxruntime_equals_torch_on_every_shipped_model(name: str, onnx_runners: dict[str, OnnxRunner]) -> None:
     model = next(m for m in MODELS if f"{m.method}-x{m.scale}" == name)
     generator = torch.Generator().manual_seed(len(name))
-    # A batch of mixed tiles: windows of several sizes on one canvas, with its validity mask.
-    windows = [torch.rand(h, w, generator=generator) for h, w in [(23, 17), (9, 31), (31, 31), (1, 5)]]
-    canvas, mask = assemble(windows)
-    assert mask is not None
+    halo = model.halo
+    # A batch of mixed tiles: windows of several sizes on one canvas; and an odd-sized batch.
+    windows = [torch.rand(h + 2 * halo, w + 2 * halo, generator=generator) for h, w in [(23, 17), (9, 31), (31, 31), (1, 5)]]
+    odd = torch.rand(2, 1, 13 + 2 * halo, 29 + 2 * halo, generator=generator)
     with torch.inference_mode():
-        for x, m in ((canvas, mask), (torch.rand(2, 1, 13, 29, generator=generator), None)):
-            reference = model.module(x, m)
-            out = onnx_runners[name](x, m)
+        for x in (assemble(windows), odd):
+            reference = model.module.forward_valid(x)
+            out = onnx_runners[name](x)
             assert out.shape == reference.shape
             assert (out - reference).abs().max().item() <= 1e-4
 
 
-def test_a_batch_without_a_mask_runs_the_graph_without_its_multiplications(onnx_runners: dict[str, OnnxRunner]) -> None:
-    runner = onnx_runners["espcn-x3"]
-    assert [i.name for i in runner.session.get_inputs()] == ["x"]
-    assert [i.name for i in runner.masked_session.get_inputs()] == ["x", "mask"]
-    x = torch.rand(3, 1, 20, 20)
-    with torch.inference_mode():
-        bare, masked = runner(x, None), runner(x, torch.ones_like(x))
-    assert (bare - masked).abs().max().item() <= 1e-5
+def test_each_model_is_one_graph_with_one_input(onnx_runners: dict[str, OnnxRunner]) -> None:
+    assert [i.name for i in onnx_runners["espcn-x3"].session.get_inputs()] == ["x"]
 
 
 def test_a_crowded_cpu_runs_the_batch_on_one_thread_with_the_same_result() -> None:
@@ -58,10 +52,10 @@ def test_a_crowded_cpu_runs_the_batch_on_one_thread_with_the_same_result() -> No
     x = torch.rand(2, 1, 30, 26)
     with torch.inference_mode():
         assert runner.width_now() == 2
-        wide = runner(x, None)
+        wide = runner(x)
         crowded[0] = True
         assert runner.width_now() == 1
-        narrow, reference = runner(x, None), model.module(x, None)
+        narrow, reference = runner(x), model.module.forward_valid(x)
     assert (narrow - wide).abs().max().item() <= 1e-5
     assert (narrow - reference).abs().max().item() <= 1e-4
     # One thread: nothing to narrow, one set of sessions.
@@ -77,7 +71,7 @@ def test_auto_times_both_and_keeps_a_backend() -> None:
     assert info["backend"] == chosen
     x = torch.rand(1, 1, 20, 20)
     with torch.inference_mode():
-        assert torch.allclose(runner(x, None), model.module(x, None), atol=1e-4)
+        assert torch.allclose(runner(x), model.module.forward_valid(x), atol=1e-4)
 
 
 def test_a_named_backend_is_used_and_cuda_is_refused_for_onnxruntime() -> None:

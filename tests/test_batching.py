@@ -23,7 +23,7 @@ class Doubler(torch.nn.Module):
     scale = 2
     halo = 0
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.nn.functional.interpolate(x, scale_factor=2, mode="nearest") * 2
 
 
@@ -42,14 +42,14 @@ class Recorder:
         self.gate = threading.Event()
         self.gate.set()
 
-    def __call__(self, model: ResidentModel, canvas: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    def __call__(self, model: ResidentModel, canvas: torch.Tensor) -> torch.Tensor:
         self.gate.wait(5)
         self.batches.append(canvas.shape[0])
         time.sleep(self.delay_s)
         if self.fail_when(canvas):
             raise RuntimeError("injected failure")
         with torch.no_grad():
-            return model.module(canvas / 255.0, mask).clamp(0, 1) * 255.0
+            return model.module(canvas / 255.0).clamp(0, 1) * 255.0
 
 
 POISON = 7.0  # requests are recognisable by value: a poisoned one is all 7s
@@ -177,8 +177,8 @@ def test_a_failing_batch_fails_only_its_requests() -> None:
 
 def test_a_batch_that_returns_too_few_results_fails_its_tiles() -> None:
     async def main() -> None:
-        def one_short(model: ResidentModel, canvas: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-            return model.module(canvas, mask)[1:]
+        def one_short(model: ResidentModel, canvas: torch.Tensor) -> torch.Tensor:
+            return model.module(canvas)[1:]
 
         batcher = Batcher(torch.device("cpu"), one_short, max_batch_tiles=4, tile_size=8,  # type: ignore[arg-type]
                           max_batch_delay_s=0.005)
@@ -276,8 +276,8 @@ def test_background_tiles_only_fill_the_slots_interactive_requests_leave() -> No
         rec.gate.clear()
         recorded = rec.__call__
 
-        def recording(model: ResidentModel, canvas: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-            out = recorded(model, canvas, mask)
+        def recording(model: ResidentModel, canvas: torch.Tensor) -> torch.Tensor:
+            out = recorded(model, canvas)
             contents.append({float(v) for v in canvas.amax(dim=(1, 2, 3))})
             return out
 
@@ -402,11 +402,11 @@ def test_two_workers_run_two_batches_at_once_from_the_one_queue() -> None:
         both_running = threading.Barrier(2, timeout=5)
         seen: list[int] = []
 
-        def meeting(model: ResidentModel, canvas: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        def meeting(model: ResidentModel, canvas: torch.Tensor) -> torch.Tensor:
             seen.append(batcher.running_batches)
             both_running.wait()  # raises BrokenBarrierError (a failed batch) unless two run together
             with torch.no_grad():
-                return model.module(canvas / 255.0, mask).clamp(0, 1) * 255.0
+                return model.module(canvas / 255.0).clamp(0, 1) * 255.0
 
         batcher = Batcher(torch.device("cpu"), meeting, max_batch_tiles=1, tile_size=8, max_batch_delay_s=0.0,
                           workers=2)

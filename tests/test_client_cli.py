@@ -60,14 +60,14 @@ def live_settings(jobs_dir: Path, **overrides: Any) -> Settings:
 
 
 def slow_network(seconds: float) -> Callable[..., torch.Tensor]:
-    def run(model: Any, batch: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    def run(model: Any, batch: torch.Tensor) -> torch.Tensor:
         time.sleep(seconds)
-        return run_network(model, batch, mask)
+        return run_network(model, batch)
 
     return run
 
 
-def broken_network(model: Any, batch: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+def broken_network(model: Any, batch: torch.Tensor) -> torch.Tensor:
     raise RuntimeError("the device fell over")
 
 
@@ -133,9 +133,9 @@ def test_an_api_key_is_sent(tmp_path: Path) -> None:
 def test_the_client_retries_503_until_the_server_has_room(tmp_path: Path) -> None:
     gate = threading.Event()
 
-    def held(model: Any, batch: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    def held(model: Any, batch: torch.Tensor) -> torch.Tensor:
         gate.wait(30)  # the one admitted request holds the only slot until the gate opens
-        return run_network(model, batch, mask)
+        return run_network(model, batch)
 
     settings = live_settings(tmp_path / "jobs", max_queue=1)
     with LiveServer(settings, run_batch=held) as full:

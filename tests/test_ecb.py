@@ -66,22 +66,6 @@ def test_the_served_network_equals_the_training_network(scale: int) -> None:
         assert (folded(x) - reference).abs().max().item() <= 1e-5
 
 
-def test_a_mask_makes_a_canvas_compute_what_the_bare_image_does() -> None:
-    torch.manual_seed(0)
-    folded = RepSubPixel(3, channels=5, blocks=2)
-    _randomise(folded, 0.2)
-    plain = folded.fold()
-    image = torch.rand(1, 1, 6, 8)
-    # The canvas beyond the image replicates its edge (as tiling.assemble does) and is masked.
-    canvas = torch.nn.functional.pad(image, (0, 5, 0, 4), mode="replicate")
-    mask = torch.zeros_like(canvas)
-    mask[..., :6, :8] = 1
-    with torch.no_grad():
-        bare = plain(image)
-        on_canvas = plain(canvas, mask)[..., : 6 * 3, : 8 * 3]
-    assert (bare - on_canvas).abs().max().item() <= 1e-5
-
-
 @pytest.mark.parametrize("scale", [2, 3, 4])
 def test_the_tiers_cost_no_more_than_the_networks_they_compete_with(scale: int) -> None:
     def macs(arch: str) -> int:

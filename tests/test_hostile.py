@@ -78,9 +78,9 @@ def _metrics(url: str) -> str:
 def test_every_outcome_is_timed_and_start_up_is_not_traffic(make_client: Any) -> None:
     from service.models.inference import run_network
 
-    def slow(model: Any, batch: Any, mask: Any = None) -> Any:
+    def slow(model: Any, batch: Any) -> Any:
         time.sleep(0.6)
-        return run_network(model, batch, mask)
+        return run_network(model, batch)
 
     client = make_client(run_batch=slow, request_timeout_s=0.3, calibrate=True)
     metrics = client.get("/metrics").text

@@ -39,9 +39,9 @@ def finished(client: TestClient | httpx.Client, location: str, timeout_s: float 
 
 
 def slow_network(seconds: float) -> Callable[..., torch.Tensor]:
-    def run(model: Any, canvas: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    def run(model: Any, canvas: torch.Tensor) -> torch.Tensor:
         time.sleep(seconds)
-        return run_network(model, canvas, mask)
+        return run_network(model, canvas)
 
     return run
 
@@ -128,7 +128,7 @@ def test_bad_jobs_are_refused_at_submission_with_the_requests_problems(make_clie
 
 
 def test_a_job_the_network_fails_on_is_failed_with_its_problem_and_no_result(make_client: Any) -> None:
-    def broken(model: Any, canvas: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    def broken(model: Any, canvas: torch.Tensor) -> torch.Tensor:
         raise RuntimeError("the device fell over")
 
     client = make_client(run_batch=broken)

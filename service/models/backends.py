@@ -2,13 +2,12 @@
 graph exported from the same module at load time (in memory, from the checked safetensors: no
 file to trust and no pickle).
 
-Every backend is a callable ``(x, mask) -> y`` on (N, 1, h, w) tensors in 0..1 of the model's
-device and dtype, the contract of the modules' ``forward``; the batcher, the tiling, the
-deadlines and the OOM splitting do not know which one runs. Each model is exported twice: a
-graph without the mask for the common batch of windows that fill the canvas, and one with it
-for batches that mix window sizes. One masked graph for both was simpler, but its three
-elementwise multiplications cost a quarter of ESPCN x3's time on a batch of 128x128 windows
-(7.2-7.4 against 5.5-5.8 ms a window on one thread, 3.7-4.0 against 3.0-3.1 on two).
+Every backend is a callable ``x -> y`` running a module's ``forward_valid`` (service.models.valid:
+the centre of the zero-padded ``forward``) on (N, 1, h, w) tensors in 0..1 of the model's device
+and dtype; the batcher, the tiling, the deadlines and the OOM splitting do not know which one
+runs. Before the unpadded form one graph took a validity mask for batches mixing window
+sizes and another did without (the masked graph's multiplications cost a quarter of ESPCN
+x3's time); with it no batch needs a mask, and each model is exported once.
 
 ``SR_BACKEND=auto`` times both on a batch of the configured size at start-up and keeps the
 faster per model (on a CUDA device torch, which runs fp16 there; the CPU build of ONNX Runtime
@@ -29,37 +28,33 @@ from typing import Any
 import torch
 from torch import nn
 
-# What runs a batch: the module itself (torch eager) or an OnnxRunner, called alike.
-Runner = Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]
+# What runs a batch: the module's forward_valid (torch eager) or an OnnxRunner, called alike.
+Runner = Callable[[torch.Tensor], torch.Tensor]
 
 
-class _WithMask(nn.Module):
-    """The module with its mask as a required input, for export."""
+class _Valid(nn.Module):
+    """The module's served form as its ``forward``, for export."""
 
     def __init__(self, module: nn.Module) -> None:
         super().__init__()
         self.module = module
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        out: torch.Tensor = self.module(x, mask)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.module.forward_valid(x)
         return out
 
 
-def export_onnx(module: nn.Module, *, masked: bool) -> bytes:
-    """The module as an ONNX graph with dynamic batch, height and width; ``masked``: with the
-    validity mask as a second input."""
-    sample = torch.rand(1, 1, 24, 24)
-    copied = copy.deepcopy(module).float().eval()
+def export_onnx(module: nn.Module) -> bytes:
+    """The module's ``forward_valid`` as an ONNX graph with dynamic batch, height and width."""
+    side = 2 * int(module.halo) + 8  # type: ignore[arg-type]
+    sample = torch.rand(1, 1, side, side)
+    graph = _Valid(copy.deepcopy(module).float().eval())
     axes = {"x": {0: "n", 2: "h", 3: "w"}, "y": {0: "n", 2: "rh", 3: "rw"}}
-    graph, inputs, names = copied, (sample,), ["x"]
-    if masked:
-        graph, inputs, names = _WithMask(copied), (sample, torch.ones_like(sample)), ["x", "mask"]
-        axes["mask"] = {0: "n", 2: "h", 3: "w"}
     buffer = io.BytesIO()
     with warnings.catch_warnings():
         # The TorchScript exporter announces its deprecation; the graph it writes is what we test.
         warnings.simplefilter("ignore")
-        torch.onnx.export(graph, inputs, buffer, input_names=names, output_names=["y"], opset_version=17,
+        torch.onnx.export(graph, (sample,), buffer, input_names=["x"], output_names=["y"], opset_version=17,
                           dynamo=False, dynamic_axes=axes)
     return buffer.getvalue()
 
@@ -91,33 +86,24 @@ class OnnxRunner:
     """
 
     def __init__(self, module: nn.Module, threads: int, *, crowded: Callable[[], bool] | None = None) -> None:
-        graphs = {masked: export_onnx(module, masked=masked) for masked in (False, True)}
+        graph = export_onnx(module)
         self.threads = threads
         self.narrow = max(1, threads // 2)  # measured on two cores only: one thread there
         self._crowded = crowded if threads > 1 else None
         widths = {threads, self.narrow} if self._crowded is not None else {threads}
-        # (masked, threads) -> session
-        self._sessions = {(masked, width): _session(graph, width) for masked, graph in graphs.items() for width in widths}
+        self._sessions = {width: _session(graph, width) for width in widths}  # threads -> session
 
     @property
     def session(self) -> Any:
-        """The session of a batch without a mask on every thread."""
-        return self._sessions[(False, self.threads)]
-
-    @property
-    def masked_session(self) -> Any:
-        return self._sessions[(True, self.threads)]
+        """The session on every thread."""
+        return self._sessions[self.threads]
 
     def width_now(self) -> int:
         """The intra-op threads the next batch gets."""
         return self.narrow if self._crowded is not None and self._crowded() else self.threads
 
-    def __call__(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        session = self._sessions[(mask is not None, self.width_now())]
-        feeds = {"x": x.contiguous().numpy()}
-        if mask is not None:
-            feeds["mask"] = mask.contiguous().numpy()
-        (y,) = session.run(None, feeds)
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        (y,) = self._sessions[self.width_now()].run(None, {"x": x.contiguous().numpy()})
         return torch.from_numpy(y)
 
 
@@ -140,11 +126,11 @@ def _session(graph: bytes, threads: int) -> Any:
 
 def _median_ms(runner: Runner, x: torch.Tensor, repeats: int = 3) -> float:
     with torch.inference_mode():
-        runner(x, None)  # the first run pays lazy initialisation
+        runner(x)  # the first run pays lazy initialisation
         times = []
         for _ in range(repeats):
             started = time.perf_counter()
-            runner(x, None)
+            runner(x)
             times.append((time.perf_counter() - started) * 1000)
     return statistics.median(times)
 
@@ -155,15 +141,16 @@ def choose_runner(
 ) -> tuple[Runner, dict[str, Any]]:
     """The runner for one resident module and why: the setting, or for ``auto`` a timing of
     every backend on a (batch, 1, side, side) canvas. ``crowded``: see :class:`OnnxRunner`."""
+    eager: Runner = module.forward_valid  # type: ignore[assignment]
     if setting == "torch" or device.type != "cpu":
         if setting == "onnxruntime":
             raise RuntimeError(f"SR_BACKEND=onnxruntime runs on the CPU only, not on {device}")
-        return module, {"backend": "torch"}
+        return eager, {"backend": "torch"}
     onnx = OnnxRunner(module, threads, crowded=crowded)
     if setting == "onnxruntime":
         return onnx, {"backend": "onnxruntime"}
     canvas = torch.rand(batch, 1, side, side)
-    timings = {"torch": _median_ms(module, canvas), "onnxruntime": _median_ms(onnx, canvas)}
+    timings = {"torch": _median_ms(eager, canvas), "onnxruntime": _median_ms(onnx, canvas)}
     best = min(timings, key=timings.__getitem__)
-    runner: Runner = onnx if best == "onnxruntime" else module
+    runner = onnx if best == "onnxruntime" else eager
     return runner, {"backend": best, "timed_ms": {k: round(v, 2) for k, v in timings.items()}}

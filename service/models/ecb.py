@@ -26,6 +26,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from service.imaging.borders import crop_borders
+from service.models.valid import unpadded
+
 _SOBEL_X = ((1.0, 0.0, -1.0), (2.0, 0.0, -2.0), (1.0, 0.0, -1.0))
 _SOBEL_Y = ((1.0, 2.0, 1.0), (0.0, 0.0, 0.0), (-1.0, -2.0, -1.0))
 _LAPLACIAN = ((0.0, 1.0, 0.0), (1.0, -4.0, 1.0), (0.0, 1.0, 0.0))
@@ -204,12 +207,11 @@ class RepSubPixel(nn.Module):
     def last_layer(self) -> nn.Module:
         return self.tail
 
-    def forward(self, y: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
         h = y
         for block in self.blocks:
-            h = block(h if mask is None else h * mask)
-        detail = self.tail(h if mask is None else h * mask)
-        return _bicubic_base(y, self.scale) + self.shuffle(detail)
+            h = block(h)
+        return _bicubic_base(y, self.scale) + self.shuffle(self.tail(h))
 
     def forward_branches(self, y: torch.Tensor) -> torch.Tensor:
         h = y
@@ -235,14 +237,21 @@ class PlainSubPixel(nn.Module):
         self.halo = halo
         self.extra_macs_per_lr_pixel = BICUBIC_MACS_PER_OUTPUT_PIXEL * scale * scale
 
-    def forward(self, y: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """(N, 1, H, W) -> (N, 1, rH, rW); ``mask`` (N, 1, H, W) marks the valid pixels.
-
-        As in ``ESPCN.features``, zeroing every layer's input outside the valid region makes
-        each convolution see what its zero padding shows at a real border (PReLU keeps 0 at 0);
-        ``y`` beyond the region must replicate its edge for the bicubic base (``tiling.assemble``).
-        """
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        """(N, 1, H, W) -> (N, 1, rH, rW)."""
         h = y
         for layer in self.layers:
-            h = layer(h if mask is None else h * mask)
+            h = layer(h)
         return _bicubic_base(y, self.scale) + self.shuffle(h)
+
+    def forward_valid(self, y: torch.Tensor) -> torch.Tensor:
+        """The centre of ``forward`` (service.models.valid): each unpadded 3x3 layer takes one
+        pixel off every side; the bicubic base (radius 2, inside the halo) is cut to match."""
+        h = y
+        for conv, *act in self.layers:
+            h = unpadded(conv, h)
+            for module in act:
+                h = module(h)
+        r = self.scale
+        detail = crop_borders(self.shuffle(h), (self.halo - len(self.layers)) * r)
+        return crop_borders(_bicubic_base(y, r), self.halo * r) + detail

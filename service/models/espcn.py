@@ -10,6 +10,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from service.imaging.borders import crop_borders
+from service.models.valid import unpadded
+
 
 class ESPCN(nn.Module):
     """The paper's network: conv5x5(64), tanh, conv3x3(32), tanh, conv3x3(r*r), PixelShuffle.
@@ -43,18 +46,21 @@ class ESPCN(nn.Module):
     # Receptive field radius in LR pixels: 2 + 1 + 1.
     halo = 4
 
-    def features(self, y: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        if mask is None:
-            return torch.tanh(self.conv2(torch.tanh(self.conv1(y))))
-        # Zeroing every layer's input outside the valid region makes each convolution see
-        # what its zero padding would show at the image border: a masked canvas computes the
-        # same values inside the region as the bare image does.
-        h = torch.tanh(self.conv1(y * mask)) * mask
-        return torch.tanh(self.conv2(h)) * mask
+    def features(self, y: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.conv2(torch.tanh(self.conv1(y))))
 
-    def forward(self, y: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """(N, 1, H, W) -> (N, 1, rH, rW); ``mask`` (N, 1, H, W) marks the valid pixels."""
-        return self.shuffle(self.conv3(self.features(y, mask)))
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        """(N, 1, H, W) -> (N, 1, rH, rW)."""
+        return self.shuffle(self.conv3(self.features(y)))
+
+    def features_valid(self, y: torch.Tensor) -> torch.Tensor:
+        """:meth:`features` unpadded: each side shrinks by ``halo - 1`` (all but the head's)."""
+        return torch.tanh(unpadded(self.conv2, torch.tanh(unpadded(self.conv1, y))))
+
+    def forward_valid(self, y: torch.Tensor) -> torch.Tensor:
+        """(N, 1, h, w) -> the centre of ``forward``, (N, 1, (h - 2 halo) r, (w - 2 halo) r)
+        (service.models.valid)."""
+        return self.shuffle(unpadded(self.conv3, self.features_valid(y)))
 
     def last_layer(self) -> nn.Conv2d:
         return self.conv3
@@ -100,7 +106,15 @@ class SubPixelDeconv(nn.Module):
             bias = conv.bias.detach() if conv.bias is not None else torch.zeros(r * r)
         self.register_buffer("bias_map", bias.reshape(1, 1, r, r).clone())
 
-    def forward(self, y: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        out = self.deconv(self.body.features(y, mask))
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        out = self.deconv(self.body.features(y))
         h, w = y.shape[-2], y.shape[-1]
         return out + self.bias_map.repeat(1, 1, h, w)
+
+    def forward_valid(self, y: torch.Tensor) -> torch.Tensor:
+        """The centre of ``forward`` (service.models.valid). The body's unpadded features
+        leave one LR pixel of context for the 3x3 head; the deconvolution, padded as in
+        ``forward``, computes that rim from zeros beyond the features, and it is cut off."""
+        features = self.body.features_valid(y)
+        out = self.deconv(features) + self.bias_map.repeat(1, 1, features.shape[-2], features.shape[-1])
+        return crop_borders(out, self.scale)

@@ -7,10 +7,9 @@ import torch
 from service.models.resident import ResidentModel
 
 
-def run_network(
-    model: ResidentModel, lr_batch: torch.Tensor, mask: torch.Tensor | None = None
-) -> torch.Tensor:
-    """(N, 1, h, w) float32 Y in 0..255 on the host -> (N, 1, rh, rw) float32 Y in 0..255.
+def run_network(model: ResidentModel, lr_batch: torch.Tensor) -> torch.Tensor:
+    """(N, 1, h, w) float32 Y windows in 0..255 on the host -> the centres of their outputs,
+    (N, 1, (h - 2 halo) r, (w - 2 halo) r), float32 Y in 0..255.
 
     Called on the device's worker thread only. On CUDA the host batch is pinned so the copy
     can overlap; the single ``.cpu()`` at the end is the one synchronisation point.
@@ -20,8 +19,5 @@ def run_network(
         if cuda:
             lr_batch = lr_batch.pin_memory()
         x = lr_batch.to(model.device, non_blocking=cuda).to(model.dtype).div_(255.0)
-        m = None
-        if mask is not None:
-            m = (mask.pin_memory() if cuda else mask).to(model.device, non_blocking=cuda).to(model.dtype)
-        y = model.run(x, m)
+        y = model.run(x)
         return y.float().clamp_(0.0, 1.0).mul_(255.0).cpu()

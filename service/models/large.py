@@ -15,6 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from service.imaging.borders import crop_borders
+from service.models.valid import unpadded
+
 
 class _ResidualPair(nn.Module):
     def __init__(self, width: int) -> None:
@@ -22,10 +25,12 @@ class _ResidualPair(nn.Module):
         self.conv1 = nn.Conv2d(width, width, 3, padding=1)
         self.conv2 = nn.Conv2d(width, width, 3, padding=1)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        if mask is None:
-            return x + self.conv2(F.relu(self.conv1(x)))
-        return (x + self.conv2(F.relu(self.conv1(x)) * mask)) * mask
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv2(F.relu(self.conv1(x)))
+
+    def forward_valid(self, x: torch.Tensor) -> torch.Tensor:
+        """Unpadded: two pixels off every side, the skip cut to match."""
+        return crop_borders(x, 2) + unpadded(self.conv2, F.relu(unpadded(self.conv1, x)))
 
 
 class ESPCNLarge(nn.Module):
@@ -48,24 +53,25 @@ class ESPCNLarge(nn.Module):
         # LR receptive radius: 2 (5x5) + 2 per pair + 1 (head); bicubic's 2 is inside that.
         self.halo = 2 + 2 * blocks + 1
 
-    def features(self, y: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        if mask is None:
-            return self.body(F.relu(self.head_in(y)))
-        # See ESPCN.features: masking every layer's input reproduces border zero padding.
-        h = F.relu(self.head_in(y * mask)) * mask
-        for block in self.body:
-            h = block(h, mask)
-        return h
+    def features(self, y: torch.Tensor) -> torch.Tensor:
+        return self.body(F.relu(self.head_in(y)))
 
     def last_layer(self) -> nn.Conv2d:
         return self.head_out
 
-    def forward(self, y: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """(N, 1, H, W) -> (N, 1, rH, rW); ``mask`` (N, 1, H, W) marks the valid pixels.
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        """(N, 1, H, W) -> (N, 1, rH, rW)."""
+        detail = self.shuffle(self.head_out(self.features(y)))
+        return _bicubic(y, self.scale) + detail
 
-        With a mask, ``y`` beyond the valid region must replicate its edge (as
-        ``tiling.assemble`` does) so the bicubic base sees what it sees at a real border.
-        """
-        detail = self.shuffle(self.head_out(self.features(y, mask)))
-        base = F.interpolate(y, scale_factor=self.scale, mode="bicubic", align_corners=False)
-        return base + detail
+    def forward_valid(self, y: torch.Tensor) -> torch.Tensor:
+        """The centre of ``forward`` (service.models.valid)."""
+        h = F.relu(unpadded(self.head_in, y))
+        for pair in self.body:
+            h = pair.forward_valid(h)
+        detail = self.shuffle(unpadded(self.head_out, h))
+        return crop_borders(_bicubic(y, self.scale), self.halo * self.scale) + detail
+
+
+def _bicubic(y: torch.Tensor, scale: int) -> torch.Tensor:
+    return F.interpolate(y, scale_factor=scale, mode="bicubic", align_corners=False)

@@ -29,12 +29,13 @@ class ResidentModel:
     module: nn.Module
     device: torch.device
     dtype: torch.dtype
-    runner: Runner | None = None  # the backend that runs batches (models.backends); None: the module
+    runner: Runner | None = None  # the backend that runs batches (models.backends); None: the module's
     backend: dict[str, object] = field(default_factory=lambda: {"backend": "torch"})
 
-    def run(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        """(N, 1, h, w) in 0..1 on the model's device -> (N, 1, rh, rw), through the backend."""
-        out: torch.Tensor = (self.runner or self.module)(x, mask)
+    def run(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, 1, h, w) windows in 0..1 on the model's device -> the centres of their outputs,
+        (N, 1, (h - 2 halo) r, (w - 2 halo) r), through the backend (service.models.valid)."""
+        out: torch.Tensor = (self.runner or self.module.forward_valid)(x)
         return out
 
     @property

@@ -41,7 +41,7 @@ from dataclasses import dataclass
 import torch
 
 from service.errors import ClientDisconnected, DeadlineExceeded, InferenceFailed
-from service.imaging.borders import crop_borders, extend_borders
+from service.imaging.borders import extend_borders
 from service.models.resident import ResidentModel
 from service.serving.tiling import Tile, assemble, place, plan_tiles, window_of
 
@@ -49,8 +49,9 @@ log = logging.getLogger(__name__)
 
 
 
-# (model, (N, 1, h, w) canvas, its mask or None) -> (N, 1, rh, rw): models.inference.run_network.
-RunBatch = Callable[[ResidentModel, torch.Tensor, torch.Tensor | None], torch.Tensor]
+# (model, (N, 1, h, w) canvas of windows) -> their centres, (N, 1, (h - 2 halo) r, (w - 2 halo) r):
+# models.inference.run_network.
+RunBatch = Callable[[ResidentModel, torch.Tensor], torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -68,7 +69,7 @@ class Job:
     """One request's network work: its plane, its tiles, where the result goes."""
 
     model: ResidentModel
-    luma: torch.Tensor  # (H, W) float32 0..255, host memory
+    luma: torch.Tensor  # (H + 2 halo, W + 2 halo) float32 0..255, borders extended, host memory
     tiles: list[Tile]
     output: torch.Tensor  # (rH, rW) float32, filled tile by tile by the worker thread
     future: asyncio.Future[torch.Tensor]
@@ -243,7 +244,7 @@ class Batcher:
             model=model,
             luma=padded,
             tiles=tiles,
-            output=torch.empty(padded.shape[0] * r, padded.shape[1] * r),
+            output=torch.empty(luma.shape[0] * r, luma.shape[1] * r),
             future=asyncio.get_running_loop().create_future(),
             enqueued_at=now,
             deadline=deadline,
@@ -372,9 +373,9 @@ class Batcher:
         works = [batch[i] for i in index]
         model = works[0].job.model
         try:
-            canvas, mask = assemble([window_of(w.job.luma, w.tile) for w in works])
+            canvas = assemble([window_of(w.job.luma, w.tile) for w in works])
             started = time.monotonic()
-            result = self._run(model, canvas, mask)
+            result = self._run(model, canvas)
             seconds = time.monotonic() - started
             if result.shape[0] != len(works):
                 raise _WrongResultCount(f"{result.shape[0]} results for {len(works)} tiles")
@@ -396,7 +397,7 @@ class Batcher:
             return
         share = seconds / len(works)
         for k, work in enumerate(works):
-            place(work.job.output, result[k, 0], work.tile, model.scale)
+            place(work.job.output, result[k, 0], work.tile, model.scale, model.halo)
             work.job.infer_s += share
         if self._on_batch is not None:
             self._on_batch(BatchStats(model, len(works), seconds))
@@ -424,7 +425,7 @@ class Batcher:
                 continue
             job.remaining -= 1
             if job.remaining == 0:
-                job.future.set_result(crop_borders(job.output, job.model.halo * job.model.scale))
+                job.future.set_result(job.output)
         if self._queue:
             self._work.set()
 

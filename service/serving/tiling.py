@@ -1,12 +1,14 @@
-"""Cutting a luminance plane into fixed-size, overlapping windows, and putting it back.
+"""Cutting a border-extended luminance plane into fixed-size, overlapping windows, and putting
+the network's answers back.
 
-Each tile owns a centre region of at most ``tile`` x ``tile`` LR pixels and is computed from a
-window that adds ``halo`` pixels of context (the network's receptive radius) on every side.
-Windows are kept inside the image: near a border the window slides inwards rather than
-hanging over the edge, so the only zero padding a network ever sees is at the image's real
-border, exactly as when it runs on the whole image. An axis shorter than a window is taken
-whole; such windows are smaller than the batch canvas and run with a validity mask (see
-:func:`assemble`), which makes the network treat the canvas beyond them as outside the image.
+The plane arrives extended by the network's ``halo`` on every side (``imaging.borders``). Each
+tile owns a centre region of at most ``tile`` x ``tile`` pixels of the image itself and is
+computed from a window that adds ``halo`` pixels of context (the network's receptive radius)
+on every side; the network runs unpadded and answers the centre of its window alone
+(``models.valid``). Windows stay inside the extended plane: near its end a window slides
+inwards rather than hanging over it, and then its centre has more context than it needs. An
+axis no longer than a window is taken whole; such windows are smaller than the batch canvas,
+and what :func:`assemble` puts beyond them only reaches outputs that are thrown away.
 """
 
 from __future__ import annotations
@@ -34,18 +36,20 @@ class Tile:
 
 
 def axis_spans(length: int, tile: int, halo: int) -> list[Span]:
+    """Spans over an extended axis of ``length`` (> 2 halo): the centres cover the image,
+    [halo, length - halo), once; each window holds its centre and ``halo`` either side."""
     size = tile + 2 * halo
     if length <= size:
-        return [Span(0, length, 0, length)]
+        return [Span(0, length, halo, length - 2 * halo)]
     spans = []
-    for centre in range(0, length, tile):
-        n = min(tile, length - centre)
-        start = min(max(centre - halo, 0), length - size)
-        spans.append(Span(start, size, centre, n))
+    for centre in range(halo, length - halo, tile):
+        n = min(tile, length - halo - centre)
+        spans.append(Span(min(centre - halo, length - size), size, centre, n))
     return spans
 
 
 def plan_tiles(height: int, width: int, tile: int, halo: int) -> list[Tile]:
+    """The tiles of a (height, width) plane already extended by ``halo`` on every side."""
     rows, cols = axis_spans(height, tile, halo), axis_spans(width, tile, halo)
     return [Tile(r, c) for r in rows for c in cols]
 
@@ -58,18 +62,16 @@ def window_of(plane: torch.Tensor, tile: Tile) -> torch.Tensor:
     ]
 
 
-def assemble(windows: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
+def assemble(windows: list[torch.Tensor]) -> torch.Tensor:
     """Stack windows into one (N, 1, H, W) canvas, H and W the largest window sides.
 
-    A smaller window is extended by replicating its edge (what bicubic resampling does at a
-    border) and gets a mask of ones over its real pixels; the mask is None when every window
-    fills the canvas, which is the common case of tiles cut from large images.
+    A smaller window is extended by replicating its edge; any values would do (they feed only
+    outputs beyond the window's centre, which :func:`place` does not read), and these keep the
+    canvas in the range the network knows.
     """
     height = max(w.shape[0] for w in windows)
     width = max(w.shape[1] for w in windows)
     canvas = torch.empty(len(windows), 1, height, width, dtype=torch.float32)
-    needs_mask = any(w.shape != (height, width) for w in windows)
-    mask = torch.zeros(len(windows), 1, height, width) if needs_mask else None
     for i, window in enumerate(windows):
         h, w = window.shape
         if (h, w) == (height, width):
@@ -77,17 +79,18 @@ def assemble(windows: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | 
         else:
             padded = F.pad(window[None, None], (0, width - w, 0, height - h), mode="replicate")
             canvas[i, 0] = padded[0, 0]
-        if mask is not None:
-            mask[i, 0, :h, :w] = 1.0
-    return canvas, mask
+    return canvas
 
 
-def place(output: torch.Tensor, result: torch.Tensor, tile: Tile, scale: int) -> None:
-    """Copy the tile's centre from a (rH, rW) network result into the (rH, rW) image output."""
+def place(output: torch.Tensor, result: torch.Tensor, tile: Tile, scale: int, halo: int) -> None:
+    """Copy the tile's centre from a network answer into the image's (rH, rW) output.
+
+    ``result`` is the unpadded network's answer for the tile's window on the canvas: its
+    pixel (0, 0) is the window's (halo, halo), and the output's (0, 0) is the extended plane's."""
     r, c = tile.rows, tile.cols
-    top = (r.centre_start - r.window_start) * scale
-    left = (c.centre_start - c.window_start) * scale
+    top = (r.centre_start - r.window_start - halo) * scale
+    left = (c.centre_start - c.window_start - halo) * scale
     output[
-        r.centre_start * scale : (r.centre_start + r.centre_length) * scale,
-        c.centre_start * scale : (c.centre_start + c.centre_length) * scale,
+        (r.centre_start - halo) * scale : (r.centre_start - halo + r.centre_length) * scale,
+        (c.centre_start - halo) * scale : (c.centre_start - halo + c.centre_length) * scale,
     ] = result[top : top + r.centre_length * scale, left : left + c.centre_length * scale]
