@@ -66,10 +66,12 @@ lint: install-test
 	$(BIN)/ruff check service tests benchmarks deploy
 
 # The request benchmarks, then video: a 640x360 -> x3 clip's frames/s, and the p99 of small
-# requests alone, beside it as a request and beside it as a job.
+# requests alone, beside it as a request and beside it as a job; then ms per 1080p-output frame
+# of every learned method at x2/x3/x4 on the server's device (CUDA in float16 when present).
 bench: install-test
 	$(BIN)/python -m benchmarks.run
 	$(BIN)/python -m benchmarks.video
+	$(BIN)/python -m benchmarks.frames
 
 # 10,000 mixed requests with hang-ups against a server of its own: RSS at start and end, every
 # answer that is neither 200 nor 4xx; exit 1 on any 5xx. `make soak SOAK_ARGS="--requests 1500"`.
