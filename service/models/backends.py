@@ -91,7 +91,7 @@ class OnnxRunner:
         self.narrow = max(1, threads // 2)  # measured on two cores only: one thread there
         self._crowded = crowded if threads > 1 else None
         widths = {threads, self.narrow} if self._crowded is not None else {threads}
-        self._sessions = {width: _session(graph, width) for width in widths}  # threads -> session
+        self._sessions = {width: ort_session(graph, width) for width in widths}  # threads -> session
 
     @property
     def session(self) -> Any:
@@ -107,7 +107,7 @@ class OnnxRunner:
         return torch.from_numpy(y)
 
 
-def _session(graph: bytes, threads: int) -> Any:
+def ort_session(graph: bytes, threads: int) -> Any:
     import onnxruntime as ort
 
     options = ort.SessionOptions()

@@ -7,8 +7,9 @@ convolution without padding computes exactly those outputs and no others, so eac
 ``forward_valid`` maps an (N, 1, h, w) window to the centre of its ``forward``, (N, 1,
 (h - 2 halo) r, (w - 2 halo) r), with the same arithmetic (equal to the bit on ONNX Runtime
 here). What it does not compute is the rim the old zero-padded form computed and threw away:
-for a 128x128 image (one 136x136 window) that was 9 % of ESPCN x3's time on ONNX Runtime
-(36.8 against 34.1 ms a batch of four on one thread; x2 11 %, x4 7 %). Nothing outside the
+for a 128x128 image (one 136x136 window) that was 11 % of ESPCN x3's time on ONNX Runtime
+(40.8 against 36.4 ms a batch of four on one thread; ``python -m benchmarks.network`` times
+every model both ways). Nothing outside the
 window can reach a kept output either, which is why a canvas that mixes window sizes needs no
 validity mask: what lies beyond a smaller window only feeds outputs that are thrown away.
 """
