@@ -220,6 +220,8 @@ async def prediction_accuracy(url: str, scale: int, concurrency: int, requests: 
 
 
 CONFIGS = {
+    # What `make serve` runs: every setting at its default (SR_BACKEND=auto times both per model).
+    "defaults": {},
     "torch": {"SR_BACKEND": "torch"},
     "onnxruntime": {"SR_BACKEND": "onnxruntime"},
     # One inference thread: the other core is left to decode, colour work and encode.

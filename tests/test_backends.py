@@ -10,7 +10,7 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
-from service.models.backends import OnnxRunner, choose_runner
+from service.models.backends import TORCH_MARGIN, OnnxRunner, choose_runner
 from service.models.resident import ModelSet
 from service.serving.tiling import assemble
 
@@ -67,8 +67,10 @@ def test_auto_times_both_and_keeps_a_backend() -> None:
     runner, info = choose_runner(model.module, "auto", torch.device("cpu"), threads=1, batch=2, side=40)
     assert info["backend"] in ("torch", "onnxruntime")
     assert set(info["timed_ms"]) == {"torch", "onnxruntime"}  # type: ignore[arg-type]
-    chosen = min(info["timed_ms"], key=info["timed_ms"].get)  # type: ignore[arg-type, union-attr]
-    assert info["backend"] == chosen
+    timed = info["timed_ms"]
+    # Torch only when it is clearly faster: one close model flipping moved the server's plan.
+    torch_wins = timed["torch"] < TORCH_MARGIN * timed["onnxruntime"]  # type: ignore[index]
+    assert info["backend"] == ("torch" if torch_wins else "onnxruntime")
     x = torch.rand(1, 1, 20, 20)
     with torch.inference_mode():
         assert torch.allclose(runner(x), model.module.forward_valid(x), atol=1e-4)
