@@ -1,12 +1,12 @@
 """The load generator's HTTP client: keep-alive HTTP/1.1 on raw asyncio streams.
 
 The client runs on the same two cores as the server it measures, so whatever it spends is taken
-from the server. httpx's AsyncClient cost 1.5-1.6 ms of CPU per 128x128 request here (15 % of
-one core at ~95 requests/s, ``python -m benchmarks.profile``), about a tenth of the server's own
-work; this client sends one prepared request per connection and reads the answer by its
-Content-Length, as wrk and oha do, for a few tens of microseconds. Both are kept
-(``benchmarks.run --client``): the figures say which one measured them, and each run prints
-the client's own CPU per request.
+from the server. httpx's AsyncClient cost 2.8-3.3 ms of CPU per 128x128 x3 request here, a
+sixth of the server's own work; this client, which writes one prepared request per answer on
+a kept-alive connection and reads the answer by its Content-Length as wrk and oha do, costs
+0.44-0.53 ms (``python -m benchmarks.run --configs onnxruntime --sizes 128 --concurrency 16
+--client raw`` and ``--client httpx`` print it). Both are kept: the figures say which one
+measured them.
 
 Only what the benchmark needs: POST with a body, responses with Content-Length (the service
 sends no chunked answers to these requests), no TLS, no redirects.

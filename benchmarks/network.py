@@ -14,20 +14,18 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
-import numpy as np
 import torch
 from torch import nn
 
 from benchmarks.run import REPO_ROOT
 from service.imaging.borders import crop_borders
-from service.models import backends
+from service.models.backends import OnnxRunner, median_ms
 from service.models.resident import ModelSet
 
 
 class _Padded(nn.Module):
-    """The zero-padded ``forward`` dressed as ``forward_valid``, for export_onnx."""
+    """The zero-padded ``forward`` dressed as ``forward_valid``, for OnnxRunner's export."""
 
     def __init__(self, module: nn.Module) -> None:
         super().__init__()
@@ -36,17 +34,6 @@ class _Padded(nn.Module):
     def forward_valid(self, x: torch.Tensor) -> torch.Tensor:
         out: torch.Tensor = self.module(x)
         return out
-
-
-def _median_ms(session: object, x: np.ndarray, repeats: int) -> float:
-    run = session.run  # type: ignore[attr-defined]
-    run(None, {"x": x})
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        run(None, {"x": x})
-        times.append((time.perf_counter() - started) * 1000)
-    return statistics.median(times)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -64,18 +51,17 @@ def main(argv: list[str] | None = None) -> None:
         if model.method not in args.methods:
             continue
         side = args.tile + 2 * model.halo
-        x = np.random.default_rng(0).random((args.batch, 1, side, side), dtype=np.float32)
-        padded = backends.ort_session(backends.export_onnx(_Padded(model.module)), args.threads)
-        served = backends.ort_session(backends.export_onnx(model.module), args.threads)
+        x = torch.rand(args.batch, 1, side, side, generator=torch.Generator().manual_seed(0))
+        padded = OnnxRunner(_Padded(model.module), args.threads)
+        served = OnnxRunner(model.module, args.threads)
         # Interleaved, three rounds each, so a neighbour's burst hits both alike.
         times: dict[str, list[float]] = {"padded": [], "served": []}
         for _ in range(3):
-            times["padded"].append(_median_ms(padded, x, args.repeats))
-            times["served"].append(_median_ms(served, x, args.repeats))
+            times["padded"].append(median_ms(padded, x, args.repeats))
+            times["served"].append(median_ms(served, x, args.repeats))
         a, b = (statistics.median(times[k]) for k in ("padded", "served"))
-        (full,), (centre,) = padded.run(None, {"x": x}), served.run(None, {"x": x})
-        border = model.halo * model.scale
-        diff = float(np.abs(crop_borders(torch.from_numpy(full), border).numpy() - centre).max()) * 255
+        full, centre = padded(x), served(x)
+        diff = (crop_borders(full, model.halo * model.scale) - centre).abs().max().item() * 255
         print(f"| {model.method} x{model.scale} | {side}x{side} | {a:.2f} | {b:.2f} | {b / a:.3f} | {diff:.1e} |",
               flush=True)
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import httpx
 
-from benchmarks.run import REPO_ROOT, photo_like
+from benchmarks.run import REPO_ROOT, photo_like, stat_cpu_s
 
 # Innermost frames of a thread that is waiting, not working.
 _IDLE = ("threading.py:wait", "queue.py:get", "selectors.py:select", "thread.py:_worker", "codec_pool.py:_work")
@@ -38,7 +38,6 @@ def thread_cpu() -> dict[str, list[float]]:
     Python threads are named by their thread's name; the others (ONNX Runtime's and torch's
     pools, the sampler excluded) by the kernel's name for them, so nothing running is missed."""
     names = {t.native_id: t.name for t in threading.enumerate()}
-    tick = os.sysconf("SC_CLK_TCK")
     used: dict[str, list[float]] = collections.defaultdict(lambda: [0.0, 0.0])
     for task in Path("/proc/self/task").iterdir():
         try:
@@ -46,12 +45,11 @@ def thread_cpu() -> dict[str, list[float]]:
         except OSError:
             continue  # the thread ended
         comm = stat[stat.index("(") + 1:stat.rindex(")")]
-        fields = stat[stat.rindex(")") + 2:].split()
         name = names.get(int(task.name), "native:" + comm)
         if name == "sampler":
             continue
         kind = name.split("-")[0].split("_")[0]
-        used[kind][0] += (int(fields[11]) + int(fields[12])) / tick
+        used[kind][0] += stat_cpu_s(stat)
         try:
             _, waited, _ = (task / "schedstat").read_text().split()
             used[kind][1] += int(waited) / 1e9

@@ -102,6 +102,13 @@ async def _in_process(body: bytes, scale: int, seconds: float) -> dict[str, floa
 # -- over HTTP ----------------------------------------------------------------------------------
 
 
+def stat_cpu_s(stat: str) -> float:
+    """User + system CPU seconds from a /proc/<pid>/stat (or task/<tid>/stat) line; the name in
+    parentheses may hold spaces, so the fields are counted after its closing one."""
+    fields = stat[stat.rindex(")") + 2:].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 class Server:
     def __init__(self, env: dict[str, str]) -> None:
         with socket.socket() as sock:
@@ -125,8 +132,7 @@ class Server:
 
     def cpu_s(self) -> float:
         """CPU seconds (user + system, every thread) the server process has used so far."""
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return stat_cpu_s(Path(f"/proc/{self.proc.pid}/stat").read_text())
 
     def stop(self) -> None:
         self.proc.terminate()

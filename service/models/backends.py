@@ -91,7 +91,7 @@ class OnnxRunner:
         self.narrow = max(1, threads // 2)  # measured on two cores only: one thread there
         self._crowded = crowded if threads > 1 else None
         widths = {threads, self.narrow} if self._crowded is not None else {threads}
-        self._sessions = {width: ort_session(graph, width) for width in widths}  # threads -> session
+        self._sessions = {width: _session(graph, width) for width in widths}  # threads -> session
 
     @property
     def session(self) -> Any:
@@ -107,7 +107,7 @@ class OnnxRunner:
         return torch.from_numpy(y)
 
 
-def ort_session(graph: bytes, threads: int) -> Any:
+def _session(graph: bytes, threads: int) -> Any:
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -124,7 +124,8 @@ def ort_session(graph: bytes, threads: int) -> Any:
     return ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
 
 
-def _median_ms(runner: Runner, x: torch.Tensor, repeats: int = 3) -> float:
+def median_ms(runner: Runner, x: torch.Tensor, repeats: int = 3) -> float:
+    """The median wall ms of ``runner(x)``, after one untimed run."""
     with torch.inference_mode():
         runner(x)  # the first run pays lazy initialisation
         times = []
@@ -159,7 +160,7 @@ def choose_runner(
     if setting == "onnxruntime":
         return onnx, {"backend": "onnxruntime"}
     canvas = torch.rand(batch, 1, side, side)
-    timings = {"torch": _median_ms(eager, canvas), "onnxruntime": _median_ms(onnx, canvas)}
+    timings = {"torch": median_ms(eager, canvas), "onnxruntime": median_ms(onnx, canvas)}
     best = "torch" if timings["torch"] < TORCH_MARGIN * timings["onnxruntime"] else "onnxruntime"
     runner = onnx if best == "onnxruntime" else eager
     return runner, {"backend": best, "timed_ms": {k: round(v, 2) for k, v in timings.items()}}

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from service.imaging.borders import crop_borders
-from service.models.valid import unpadded
+from service.models.valid import bicubic_base, unpadded
 
 _SOBEL_X = ((1.0, 0.0, -1.0), (2.0, 0.0, -2.0), (1.0, 0.0, -1.0))
 _SOBEL_Y = ((1.0, 2.0, 1.0), (0.0, 0.0, 0.0), (-1.0, -2.0, -1.0))
@@ -170,10 +170,6 @@ class EdgeBlock(nn.Module):
         return nn.Sequential(*layers)
 
 
-def _bicubic_base(y: torch.Tensor, scale: int) -> torch.Tensor:
-    return F.interpolate(y, scale_factor=scale, mode="bicubic", align_corners=False)
-
-
 # torch's bicubic upsampling reads 4 x 4 input pixels per output pixel.
 BICUBIC_MACS_PER_OUTPUT_PIXEL = 16
 
@@ -211,13 +207,13 @@ class RepSubPixel(nn.Module):
         h = y
         for block in self.blocks:
             h = block(h)
-        return _bicubic_base(y, self.scale) + self.shuffle(self.tail(h))
+        return bicubic_base(y, self.scale) + self.shuffle(self.tail(h))
 
     def forward_branches(self, y: torch.Tensor) -> torch.Tensor:
         h = y
         for block in self.blocks:
             h = block.forward_branches(h)
-        return _bicubic_base(y, self.scale) + self.shuffle(self.tail.forward_branches(h))
+        return bicubic_base(y, self.scale) + self.shuffle(self.tail.forward_branches(h))
 
     def fold(self) -> PlainSubPixel:
         """The served network: plain convolutions with the merged kernels."""
@@ -242,7 +238,7 @@ class PlainSubPixel(nn.Module):
         h = y
         for layer in self.layers:
             h = layer(h)
-        return _bicubic_base(y, self.scale) + self.shuffle(h)
+        return bicubic_base(y, self.scale) + self.shuffle(h)
 
     def forward_valid(self, y: torch.Tensor) -> torch.Tensor:
         """The centre of ``forward`` (service.models.valid): each unpadded 3x3 layer takes one
@@ -254,4 +250,4 @@ class PlainSubPixel(nn.Module):
                 h = module(h)
         r = self.scale
         detail = crop_borders(self.shuffle(h), (self.halo - len(self.layers)) * r)
-        return crop_borders(_bicubic_base(y, r), self.halo * r) + detail
+        return crop_borders(bicubic_base(y, r), self.halo * r) + detail

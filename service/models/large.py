@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from service.imaging.borders import crop_borders
-from service.models.valid import unpadded
+from service.models.valid import bicubic_base, unpadded
 
 
 class _ResidualPair(nn.Module):
@@ -62,7 +62,7 @@ class ESPCNLarge(nn.Module):
     def forward(self, y: torch.Tensor) -> torch.Tensor:
         """(N, 1, H, W) -> (N, 1, rH, rW)."""
         detail = self.shuffle(self.head_out(self.features(y)))
-        return _bicubic(y, self.scale) + detail
+        return bicubic_base(y, self.scale) + detail
 
     def forward_valid(self, y: torch.Tensor) -> torch.Tensor:
         """The centre of ``forward`` (service.models.valid)."""
@@ -70,8 +70,4 @@ class ESPCNLarge(nn.Module):
         for pair in self.body:
             h = pair.forward_valid(h)
         detail = self.shuffle(unpadded(self.head_out, h))
-        return crop_borders(_bicubic(y, self.scale), self.halo * self.scale) + detail
-
-
-def _bicubic(y: torch.Tensor, scale: int) -> torch.Tensor:
-    return F.interpolate(y, scale_factor=scale, mode="bicubic", align_corners=False)
+        return crop_borders(bicubic_base(y, self.scale), self.halo * self.scale) + detail

@@ -25,3 +25,8 @@ def unpadded(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     """``conv`` without its padding: each side shrinks by the kernel's radius."""
     return F.conv2d(x, conv.weight, conv.bias)
 
+
+def bicubic_base(y: torch.Tensor, scale: int) -> torch.Tensor:
+    """The bicubic upscale the residual networks (ecbsr, espcn-large) add their detail to; its
+    radius, 2, lies inside their halo, so the served form crops it like the detail."""
+    return F.interpolate(y, scale_factor=scale, mode="bicubic", align_corners=False)

@@ -86,7 +86,8 @@ def place(output: torch.Tensor, result: torch.Tensor, tile: Tile, scale: int, ha
     """Copy the tile's centre from a network answer into the image's (rH, rW) output.
 
     ``result`` is the unpadded network's answer for the tile's window on the canvas: its
-    pixel (0, 0) is the window's (halo, halo), and the output's (0, 0) is the extended plane's."""
+    pixel (0, 0) is the window's (halo, halo), and the output's (0, 0) is the extended plane's
+    (halo, halo), the image's own first pixel."""
     r, c = tile.rows, tile.cols
     top = (r.centre_start - r.window_start - halo) * scale
     left = (c.centre_start - c.window_start - halo) * scale
