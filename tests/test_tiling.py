@@ -124,8 +124,10 @@ def test_tiled_equals_whole_image_on_shipped_weights(
     out = tiled(model, plane, tile, batch)
     assert (out - whole).abs().max().item() <= 1e-4
     grey = lambda t: (t.clamp(0, 1) * 255).round()  # noqa: E731
-    # A float difference of 1e-5 can flip a value sitting on .5; almost never does.
-    assert (grey(out) != grey(whole)).float().mean().item() < 1e-3
+    # A float difference of 1e-5 can flip a value sitting on .5; almost never does: at most one
+    # value in a thousand, or one value where the image has fewer than a thousand.
+    flipped = int((grey(out) != grey(whole)).sum().item())
+    assert flipped <= max(1, out.numel() // 1000)
 
 
 @pytest.mark.parametrize("kind", KINDS)
