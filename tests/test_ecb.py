@@ -5,8 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from service.imaging.borders import crop_borders
 from service.models.ecb import EdgeBlock, PlainSubPixel, RepSubPixel
 from service.models.registry import ARCHITECTURES, macs_per_lr_pixel
+from service.models.valid import BICUBIC_RADIUS, bicubic_base, bicubic_base_valid, bicubic_kernel
 
 
 def _randomise(module: torch.nn.Module, std: float = 0.3) -> None:
@@ -79,3 +81,19 @@ def test_macs_count_the_folded_convolutions_and_the_bicubic_base() -> None:
     net = RepSubPixel(3, channels=4, blocks=1)
     convs = 1 * 4 * 9 + 4 * 4 * 9 + 4 * 9 * 9
     assert macs_per_lr_pixel(net) == convs + 16 * 9
+
+
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_the_served_bicubic_base_is_the_centre_of_torch_bicubic(scale: int) -> None:
+    # The served form convolves where training interpolates; away from the clamped borders the
+    # two are one linear map, so in float64 they agree to rounding.
+    y = torch.rand(2, 1, 19, 23, dtype=torch.float64, generator=torch.Generator().manual_seed(scale))
+    kernel = bicubic_kernel(scale).double()
+    served = bicubic_base_valid(y, kernel)
+    trained = crop_borders(bicubic_base(y, scale), BICUBIC_RADIUS * scale)
+    assert served.shape == trained.shape == (2, 1, 15 * scale, 19 * scale)
+    assert (served - trained).abs().max().item() <= 1e-6
+    # Each output phase reads at most 4x4 of the 5x5 taps (at an odd scale the centre phase sits
+    # on its LR pixel and reads one), and the weights of an interpolation sum to one.
+    assert ((kernel != 0).sum(dim=(2, 3)) <= 16).all()
+    assert torch.allclose(kernel.sum(dim=(2, 3)), torch.ones(scale * scale, 1, dtype=torch.float64))

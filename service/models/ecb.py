@@ -27,7 +27,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from service.imaging.borders import crop_borders
-from service.models.valid import bicubic_base, unpadded
+from service.models.valid import (
+    BICUBIC_RADIUS,
+    bicubic_base,
+    bicubic_base_valid,
+    bicubic_kernel,
+    prelu,
+    unpadded,
+)
 
 _SOBEL_X = ((1.0, 0.0, -1.0), (2.0, 0.0, -2.0), (1.0, 0.0, -1.0))
 _SOBEL_Y = ((1.0, 2.0, 1.0), (0.0, 0.0, 0.0), (-1.0, -2.0, -1.0))
@@ -231,6 +238,8 @@ class PlainSubPixel(nn.Module):
         self.layers = nn.ModuleList(layers)
         self.shuffle = nn.PixelShuffle(scale)
         self.halo = halo
+        # Not in the state dict: derived from the scale, like the PixelShuffle.
+        self.register_buffer("bicubic_kernel", bicubic_kernel(scale), persistent=False)
         self.extra_macs_per_lr_pixel = BICUBIC_MACS_PER_OUTPUT_PIXEL * scale * scale
 
     def forward(self, y: torch.Tensor) -> torch.Tensor:
@@ -246,8 +255,8 @@ class PlainSubPixel(nn.Module):
         h = y
         for conv, *act in self.layers:
             h = unpadded(conv, h)
-            for module in act:
-                h = module(h)
+            if act:
+                h = prelu(h, act[0])
         r = self.scale
         detail = crop_borders(self.shuffle(h), (self.halo - len(self.layers)) * r)
-        return crop_borders(bicubic_base(y, r), self.halo * r) + detail
+        return crop_borders(bicubic_base_valid(y, self.bicubic_kernel), (self.halo - BICUBIC_RADIUS) * r) + detail

@@ -16,7 +16,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from service.imaging.borders import crop_borders
-from service.models.valid import bicubic_base, unpadded
+from service.models.valid import (
+    BICUBIC_RADIUS,
+    bicubic_base,
+    bicubic_base_valid,
+    bicubic_kernel,
+    unpadded,
+)
 
 
 class _ResidualPair(nn.Module):
@@ -52,6 +58,8 @@ class ESPCNLarge(nn.Module):
         self.shuffle = nn.PixelShuffle(scale)
         # LR receptive radius: 2 (5x5) + 2 per pair + 1 (head); bicubic's 2 is inside that.
         self.halo = 2 + 2 * blocks + 1
+        # Not in the state dict: derived from the scale, like the PixelShuffle.
+        self.register_buffer("bicubic_kernel", bicubic_kernel(scale), persistent=False)
 
     def features(self, y: torch.Tensor) -> torch.Tensor:
         return self.body(F.relu(self.head_in(y)))
@@ -70,4 +78,5 @@ class ESPCNLarge(nn.Module):
         for pair in self.body:
             h = pair.forward_valid(h)
         detail = self.shuffle(unpadded(self.head_out, h))
-        return crop_borders(bicubic_base(y, self.scale), self.halo * self.scale) + detail
+        base = bicubic_base_valid(y, self.bicubic_kernel)
+        return crop_borders(base, (self.halo - BICUBIC_RADIUS) * self.scale) + detail
