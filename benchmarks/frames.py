@@ -8,8 +8,10 @@ Each scale's frame is the LR size that upscales to 1920x1080 (960x540, 640x360, 
 synthetic RGB picture, through the server's own middle part in process
 (``upscaler.upscale_pixels``: colour split, the batcher's tiles and batches, the network, merge;
 no PNG codec, which a video path does not use either). Printed per method and scale: the median
-ms per frame, and of it the device's share (the batches' time, from the batcher) and the colour
-work's. The first frame of each pays lazy initialisation and is not counted.
+ms per frame, the same per output megapixel (what `docs/methods.png` and the cost model count in),
+the device's time (the batches' time, from the batcher, summed over the inference workers, so
+it can exceed the frame's wall time when two batches run at once) and the colour work's. The
+first frame of each pays lazy initialisation and is not counted.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from service.serving.runtime import Runtime
 
 # The LR frame that makes 1920x1080 at each scale.
 FRAMES = {2: (960, 540), 3: (640, 360), 4: (480, 270)}
+OUTPUT_MEGAPIXELS = 1920 * 1080 / 1e6
 
 
 async def measure(methods: list[str] | None, frames: int) -> list[dict[str, object]]:
@@ -69,11 +72,12 @@ def main(argv: list[str] | None = None) -> None:
     rows = asyncio.run(measure(args.methods, args.frames))
     cuda = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
     print(f"\n1080p output, median of {args.frames} frames (CUDA device: {cuda})")
-    print("| method | scale | device | dtype | backend | ms a frame | of it: network | colour work |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| method | scale | device | dtype | backend | ms a frame | ms per output Mpx | network ms, all workers | colour work ms |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['method']} | x{r['scale']} | {r['device']} | {r['dtype']} | {r['backend']} | "
-              f"{r['ms_per_frame']:.0f} | {r['device_ms']:.0f} | {r['colour_ms']:.1f} |")
+              f"{r['ms_per_frame']:.0f} | {r['ms_per_frame'] / OUTPUT_MEGAPIXELS:.0f} | {r['device_ms']:.0f} | "
+              f"{r['colour_ms']:.1f} |")
 
 
 if __name__ == "__main__":
