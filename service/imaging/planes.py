@@ -8,8 +8,6 @@ The evaluation command calls these same functions, so the card's numbers are the
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import cv2
@@ -56,16 +54,11 @@ def strips(height: int, width: int, scale: int) -> list[tuple[int, int]]:
     return [(top, min(height, top + rows)) for top in range(0, height, rows)]
 
 
-def _upscaled_rows(
-    planes: torch.Tensor, top: int, bottom: int, scale: int, resample: Callable[[torch.Tensor], torch.Tensor]
-) -> torch.Tensor:
-    """The output rows [top*scale, bottom*scale) of ``resample(planes)`` (an upscaling by
-    ``scale``), computed from input rows [top, bottom) and a halo, bit-identical to the
-    whole-image call."""
-    first, last = max(0, top - _STRIP_HALO), min(planes.shape[-2], bottom + _STRIP_HALO)
-    up = resample(planes[..., first:last, :])
-    offset = (top - first) * scale
-    return up[..., offset:offset + (bottom - top) * scale, :]
+def _halo_rows(top: int, bottom: int, height: int) -> tuple[int, int]:
+    """The input rows [first, last) that the upscaled rows of input rows [top, bottom) read;
+    the strip's answer is rows [(top - first) r, (bottom - first) r) of their upscaling,
+    equal to the whole image's (see STRIP_OUTPUT_PIXELS for the one exception)."""
+    return max(0, top - _STRIP_HALO), min(height, bottom + _STRIP_HALO)
 
 
 def classical_upscale(
@@ -79,11 +72,9 @@ def classical_upscale(
         return _pixels(interpolate(_planes(pixels), scale, method, align_corners=True))
     out = np.empty((height * scale, width * scale, channels), np.uint8)
     for top, bottom in strips(height, width, scale):
-        first, last = max(0, top - _STRIP_HALO), min(height, bottom + _STRIP_HALO)
-        planes = _planes(pixels[first:last])
-        rows = _upscaled_rows(planes, top - first, bottom - first, scale,
-                              functools.partial(interpolate, scale=scale, method=method))
-        out[top * scale:bottom * scale] = _pixels(rows)
+        first, last = _halo_rows(top, bottom, height)
+        up = interpolate(_planes(pixels[first:last]), scale, method)
+        out[top * scale:bottom * scale] = _pixels(up[..., (top - first) * scale:(bottom - first) * scale, :])
     return out
 
 
@@ -154,10 +145,9 @@ def bicubic_rows(planes: np.ndarray, top: int, bottom: int, scale: int) -> np.nd
     bicubic (a = -0.75, pixel centres, edges replicated) to within 0.01, and 4-5x faster on a
     merge's planes. Always (rows, W*scale, K)."""
     height, width, channels = planes.shape
-    first, last = max(0, top - _STRIP_HALO), min(height, bottom + _STRIP_HALO)
+    first, last = _halo_rows(top, bottom, height)
     up = cv2.resize(planes[first:last], (width * scale, (last - first) * scale), interpolation=cv2.INTER_CUBIC)
-    offset = (top - first) * scale
-    return up.reshape(up.shape[0], up.shape[1], channels)[offset:offset + (bottom - top) * scale]
+    return up.reshape(up.shape[0], up.shape[1], channels)[(top - first) * scale:(bottom - first) * scale]
 
 
 def upscale_bicubic_uint8(plane: np.ndarray, scale: int) -> np.ndarray:
