@@ -8,7 +8,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
+import torch
 from fastapi.testclient import TestClient
 
 from service.app import create_app
@@ -24,6 +26,14 @@ os.environ.setdefault("SR_BACKEND", "torch")
 # Job state and files of every app the suite starts go to a temporary folder, never the
 # checkout's jobs/; tests of jobs give each app a folder of its own (make_settings does).
 os.environ.setdefault("SR_JOBS_DIR", tempfile.mkdtemp(prefix="sr-test-jobs-"))
+
+
+@pytest.fixture(autouse=True)
+def _seeded_random() -> None:
+    # Tests draw their inputs from torch's and numpy's global generators: seeded per test, a
+    # failure is the same failure on a rerun, and no test's outcome hangs on the order before it.
+    torch.manual_seed(0)
+    np.random.seed(0)
 
 
 @pytest.fixture
