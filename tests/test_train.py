@@ -15,7 +15,9 @@ from PIL import Image
 
 from service.imaging.borders import upscale_plane
 from service.imaging.colour import rgb_to_y
-from service.models.registry import ARCHITECTURES
+from service.models.ecb import PlainSubPixel
+from service.models.registry import ARCHITECTURES, macs_per_lr_pixel
+from service.models.resident import ModelSet
 from service.models.store import ModelCard, load_weights
 from service.offline import train
 from service.offline.datasets import TrainImage, load_rgb, train_images
@@ -139,6 +141,32 @@ def test_init_from_is_recorded_in_the_card(tiny_datasets: Path, tmp_path: Path) 
     assert "initialised from" in readme and "4 tensors whose names and shapes match" in readme
 
 
+def test_a_reparameterisable_network_trains_with_l1_and_is_stored_to_be_served_folded(
+    tiny_datasets: Path, tmp_path: Path
+) -> None:
+    store = tmp_path / "store"
+    arch_args = {"channels": 4, "blocks": 1}
+    train.main(["--scale", "2", "--steps", "3", "--arch", "ecbsr", "--arch-args", json.dumps(arch_args),
+                "--loss", "l1", "--last-layer-lr-factor", "0.1", *_tiny_run(tmp_path / "run", store)])
+    card = ModelCard.read(store / "ecbsr-x2" / "1")
+    assert card.arch == "ecbsr" and card.arch_args == arch_args
+    assert "--loss l1" in card.raw["training"]["command"]
+    stored = load_weights(card)  # the training form: every branch, so the card can be trained on
+    torch.manual_seed(0)  # the run's --seed: the weights it started from
+    untrained = ARCHITECTURES.build("ecbsr", scale=2, **arch_args)
+    assert not torch.equal(stored.tail.conv3x3.weight, untrained.tail.conv3x3.weight)  # the head trained
+    assert not torch.equal(stored.blocks[0].conv3x3.weight, untrained.blocks[0].conv3x3.weight)  # the body too
+    # Served folded: plain 3x3 layers computing what the branches compute, counted as served.
+    served = ModelSet.load(store, torch.device("cpu"), torch.float32).get("ecbsr", 2)
+    assert served is not None and isinstance(served.module, PlainSubPixel)
+    assert card.raw["macs_per_lr_pixel"] == macs_per_lr_pixel(served.module)
+    x = torch.rand(1, 1, 20, 20)
+    with torch.inference_mode():
+        crop = served.module.halo * 2
+        want = stored(x)[..., crop:-crop, crop:-crop]
+        assert torch.allclose(served.module.forward_valid(x), want, atol=1e-5)
+
+
 def test_the_card_records_the_command_without_local_paths(tiny_datasets: Path, tmp_path: Path) -> None:
     store = tmp_path / "store"
     train.main(["--scale", "2", "--steps", "2", *_tiny_run(tmp_path / "run", store), "--device", "cpu"])
@@ -154,13 +182,17 @@ def test_replay_runs_the_recorded_segments_again_to_the_same_weights(
 ) -> None:
     store = tmp_path / "store"
     common = ["--scale", "2", *_tiny_run(tmp_path / "run", store)]
-    # Two segments: stopped at 3 of 5, then a warm restart to 6 with another learning rate.
+    # Two segments: stopped at 2 and resumed with the same command (one segment, the sampler
+    # reseeded at 2), stopped at 3 of 5, then a warm restart to 6 with another learning rate.
+    train.main([*common, "--steps", "5", "--stop-at", "2"])
     train.main([*common, "--steps", "5", "--stop-at", "3"])
     assert not (store / "espcn-x2").exists()  # a stopped run exports nothing
     train.main([*common, "--steps", "6", "--lr", "5e-4", "--restart-schedule"])
     original = _card(store)
     assert [s["from_step"] for s in original["training"]["segments"]] == [0, 3]
+    assert original["training"]["resumed_at"] == [2]
     assert "--stop-at" not in original["training"]["segments"][0]["command"]
+    assert "resumed with the same command at step 2" in (store / "espcn-x2" / "1" / "README.md").read_text()
 
     # An export with other (default) flags writes the same weights and keeps the card's
     # batch size: the one that trained them, not the export command's default of 32.
@@ -177,7 +209,8 @@ def test_replay_runs_the_recorded_segments_again_to_the_same_weights(
                 "--model-store", str(replay_store)])
     replayed = _card(replay_store)
     assert replayed["training"]["segments"] == original["training"]["segments"]
-    # Same segments from the same steps draw the same patches: the same weights.
+    assert replayed["training"]["resumed_at"] == [2]
+    # Same segments, stopped and resumed at the same steps, draw the same patches: the same weights.
     assert replayed["sha256"] == original["sha256"]
 
 

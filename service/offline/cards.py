@@ -39,6 +39,9 @@ def render(directory: Path) -> str:
         )
     for segment in training.get("segments", []):
         lines.append(f"- from step {segment['from_step']}: `{segment['command']}`")
+    if training.get("resumed_at"):
+        steps = ", ".join(str(s) for s in training["resumed_at"])
+        lines.append(f"- resumed with the same command at step {steps} (the patch sampler reseeds there)")
     if not training.get("segments") and training.get("command"):
         lines.append(f"- command: `{training['command']}`")
     if training.get("segments"):

@@ -272,7 +272,8 @@ def plot_curves(
     ax_loss.plot(history["loss_step"], history["loss"], color="tab:blue", lw=0.8)
     ax_loss.set_yscale("log")
     ax_loss.set_xlabel("step")
-    ax_loss.set_ylabel("training MSE (0..1 scale)", color="tab:blue")
+    # L1 or MSE: each segment's command says which (the ecbsr runs change it mid-card).
+    ax_loss.set_ylabel("training loss (0..1 scale)", color="tab:blue")
     ax_psnr = ax_loss.twinx()
     ax_psnr.plot(history["val_step"], history["val_psnr"], color="tab:red", marker=".")
     ax_psnr.set_ylabel("Set5 PSNR on Y (dB)", color="tab:red")
@@ -343,6 +344,12 @@ def main(argv: list[str] | None = None) -> None:
         # A resumed run may change the schedule: the card lists every command and its start.
         # (Where it writes and where it stops do not make a new segment: --replay adds them.)
         segments.append({"from_step": meta["step"], "argv": argv_now})
+    # The sampler is seeded with seed + step wherever a run (re)starts, so a resume inside a
+    # segment draws other patches than one uninterrupted run: recorded, --replay stops there too.
+    resumed_at: list[int] = meta.setdefault("resumed_at", [])
+    if 0 < meta["step"] < args.steps and not args.export and meta["step"] != segments[-1]["from_step"]:
+        if meta["step"] not in resumed_at:
+            resumed_at.append(meta["step"])
     # A warm restart decays over its own segment; otherwise over the whole run.
     schedule_from = segments[-1]["from_step"] if args.restart_schedule and segments else 0
     # The command line wins over a resumed checkpoint's per-group settings.
@@ -360,7 +367,9 @@ def main(argv: list[str] | None = None) -> None:
         sampler = PatchSampler(images, args.scale, args.patch + 2 * model.halo, args.seed + meta["step"], shares)
     halo_hr = model.halo * args.scale
     model.train()
-    running, started = 0.0, time.monotonic() - meta["seconds"]
+    # The logged loss is a moving average; a resumed run carries it on rather than restart it.
+    running = history["loss"][-1] if history["loss"] else None
+    started = time.monotonic() - meta["seconds"]
     stop = min(args.steps, args.stop_at) if args.stop_at is not None else args.steps
     bar = tqdm(
         range(meta["step"], stop), initial=meta["step"], total=args.steps, desc=name,
@@ -376,7 +385,7 @@ def main(argv: list[str] | None = None) -> None:
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        running = 0.98 * running + 0.02 * loss.item() if step else loss.item()
+        running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
         done = step + 1
         if done % 100 == 0:
             history["loss_step"].append(done)
@@ -388,7 +397,7 @@ def main(argv: list[str] | None = None) -> None:
             bar.write(f"step {done}: Set5 PSNR {history['val_psnr'][-1]:.3f} dB")
         if done % args.checkpoint_every == 0 or done in (args.steps, stop):
             meta = {"step": done, "seconds": time.monotonic() - started, "history": history,
-                    "segments": segments, "initialised_from": meta.get("initialised_from"),
+                    "segments": segments, "resumed_at": resumed_at, "initialised_from": meta.get("initialised_from"),
                     "distilled_from": meta.get("distilled_from")}
             save_checkpoint(checkpoint, model, optimizer, meta)
     seconds = time.monotonic() - started
@@ -403,6 +412,7 @@ def main(argv: list[str] | None = None) -> None:
         # The command that trained the final weights (an --export call only writes them).
         "command": _command(segments[-1]["argv"] if segments else argv_now),
         "segments": [{"from_step": seg["from_step"], "command": _command(seg["argv"])} for seg in segments],
+        "resumed_at": resumed_at,
         "initialised_from": meta.get("initialised_from"),
         "distilled_from": meta.get("distilled_from"),
         "steps": args.steps,
@@ -436,19 +446,25 @@ def init_from(model: nn.Module, model_dir: Path) -> list[str]:
 def replay(card_dir: Path, work_dir: Path, model_store: Path) -> None:
     """Re-run the recorded segments of a model card in order, each up to where the next began.
 
-    The sampler is seeded with ``seed + step`` at every (re)start, so the same segments from the
-    same steps draw the same patches: this is how a shipped model is trained again. It resumes
-    like any run when stopped.
+    The sampler is seeded with ``seed + step`` at every (re)start, so replay stops and restarts
+    where the original did (each segment's start and every resume the card records) and draws
+    the same patches: this is how a shipped model is trained again. Cards written before
+    resumes were recorded (no ``resumed_at``) replay each segment in one go, so a segment that
+    was resumed across sessions draws other patches than it did. A replay resumes like any run
+    when stopped.
     """
     training = json.loads((card_dir / "model.json").read_text())["training"]
     segments = training["segments"]
+    resumed_at = training.get("resumed_at", [])
     for index, segment in enumerate(segments):
         argv = shlex.split(segment["command"])[3:]  # after "python -m service.train"
         argv += ["--work-dir", str(work_dir), "--model-store", str(model_store)]
-        if index + 1 < len(segments):
-            argv += ["--stop-at", str(segments[index + 1]["from_step"])]
-        print("replaying: python -m service.train " + " ".join(argv), flush=True)
-        main(argv)
+        end = segments[index + 1]["from_step"] if index + 1 < len(segments) else None
+        stops = [s for s in resumed_at if s > segment["from_step"] and (end is None or s < end)]
+        for stop in [*sorted(stops), end]:
+            run = argv if stop is None else [*argv, "--stop-at", str(stop)]
+            print("replaying: python -m service.train " + " ".join(run), flush=True)
+            main(run)
 
 
 def _command(argv: list[str]) -> str:
