@@ -97,3 +97,9 @@ def test_the_served_bicubic_base_is_the_centre_of_torch_bicubic(scale: int) -> N
     # on its LR pixel and reads one), and the weights of an interpolation sum to one.
     assert ((kernel != 0).sum(dim=(2, 3)) <= 16).all()
     assert torch.allclose(kernel.sum(dim=(2, 3)), torch.ones(scale * scale, 1, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_espcn_large_counts_its_bicubic_base_as_the_tiers_do(scale: int) -> None:
+    convs = 1 * 48 * 25 + 6 * 48 * 48 * 9 + 48 * scale * scale * 9
+    assert macs_per_lr_pixel(ARCHITECTURES.build("espcn-large", scale=scale)) == convs + 16 * scale * scale

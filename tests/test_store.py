@@ -13,7 +13,14 @@ from fastapi.testclient import TestClient
 from service.app import create_app
 from service.config import Settings
 from service.models.espcn import ESPCN
-from service.models.store import ModelStoreError, discover, load_weights, write_model_dir
+from service.models.registry import count_parameters, macs_per_lr_pixel
+from service.models.store import (
+    ModelStoreError,
+    discover,
+    discover_versions,
+    load_weights,
+    write_model_dir,
+)
 
 from .helpers import SHIPPED_STORE
 
@@ -93,3 +100,13 @@ def test_shipped_store_has_espcn_for_every_scale() -> None:
     assert {(c.arch, c.scale) for c in cards} >= {("espcn", 2), ("espcn", 3), ("espcn", 4)}
     for card in cards:
         load_weights(card)  # checks the sha256 of what ships
+
+
+def test_every_shipped_card_counts_what_its_network_computes() -> None:
+    # The tiers' floors compare these counts (issue #17: "at no more multiply-adds"), and
+    # /v1/methods reports them: a card written before the count changed would go stale.
+    for cards in discover_versions(SHIPPED_STORE).values():
+        for card in cards:
+            model = load_weights(card)
+            assert card.raw["macs_per_lr_pixel"] == macs_per_lr_pixel(model), card.ref
+            assert card.raw["parameters"] == count_parameters(model), card.ref

@@ -28,6 +28,7 @@ from torch import nn
 
 from service.imaging.borders import crop_borders
 from service.models.valid import (
+    BICUBIC_MACS_PER_OUTPUT_PIXEL,
     BICUBIC_RADIUS,
     bicubic_base,
     bicubic_base_valid,
@@ -177,10 +178,6 @@ class EdgeBlock(nn.Module):
         return nn.Sequential(*layers)
 
 
-# torch's bicubic upsampling reads 4 x 4 input pixels per output pixel.
-BICUBIC_MACS_PER_OUTPUT_PIXEL = 16
-
-
 class RepSubPixel(nn.Module):
     """Training form: EdgeBlock(1 -> C), ``blocks`` x EdgeBlock(C -> C), EdgeBlock(C -> r*r) without
     activation, PixelShuffle(r), plus bicubic(input) (the network learns the missing detail).
@@ -202,9 +199,12 @@ class RepSubPixel(nn.Module):
         self.shuffle = nn.PixelShuffle(scale)
         # One LR pixel of context per 3x3 layer; bicubic's 2 is inside that.
         self.halo = blocks + 2
-        self.extra_macs_per_lr_pixel = BICUBIC_MACS_PER_OUTPUT_PIXEL * scale * scale
         with torch.no_grad():
-            # A near-zero detail head: the untrained network is bicubic, as ESPCN's init does.
+            # Meant as ESPCN's near-zero detail head, but it shrinks only the tail's plain 3x3
+            # branch: its 1x1-3x3 and edge branches keep torch's default init, so an untrained
+            # network adds detail of std 0.10 (4 x 23) to 0.38 (8 x 40) on a 0..1 scale of
+            # uniform noise to its bicubic base. Kept: every shipped ecbsr was trained from this
+            # init (or from one trained so), and --replay must build it again.
             self.tail.conv3x3.weight.mul_(1e-2)
 
     def last_layer(self) -> nn.Module:

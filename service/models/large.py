@@ -17,6 +17,7 @@ from torch import nn
 
 from service.imaging.borders import crop_borders
 from service.models.valid import (
+    BICUBIC_MACS_PER_OUTPUT_PIXEL,
     BICUBIC_RADIUS,
     bicubic_base,
     bicubic_base_valid,
@@ -60,6 +61,7 @@ class ESPCNLarge(nn.Module):
         self.halo = 2 + 2 * blocks + 1
         # Not in the state dict: derived from the scale, like the PixelShuffle.
         self.register_buffer("bicubic_kernel", bicubic_kernel(scale), persistent=False)
+        self.extra_macs_per_lr_pixel = BICUBIC_MACS_PER_OUTPUT_PIXEL * scale * scale
 
     def features(self, y: torch.Tensor) -> torch.Tensor:
         return self.body(F.relu(self.head_in(y)))

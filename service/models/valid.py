@@ -53,6 +53,9 @@ def bicubic_base(y: torch.Tensor, scale: int) -> torch.Tensor:
 
 # The taps a bicubic output phase reads lie within 2 LR pixels of its source pixel.
 BICUBIC_RADIUS = 2
+# torch's bicubic reads 4 x 4 LR pixels per output pixel: the multiply-adds the cards count for
+# a bicubic base (the served 5x5 phases also multiply the zero taps around them, 25).
+BICUBIC_MACS_PER_OUTPUT_PIXEL = 16
 
 
 def bicubic_base_valid(y: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
