@@ -96,7 +96,7 @@ def test_a_named_backend_is_used_and_cuda_is_refused_for_onnxruntime() -> None:
         choose_runner(model.module, "onnxruntime", torch.device("cuda"), threads=1, batch=1, side=16)
 
 
-@pytest.mark.parametrize("method", ["espcn", "deconv", "espcn-large"])
+@pytest.mark.parametrize("method", ["espcn", "deconv", "espcn-large", "ecbsr", "ecbsr-large"])
 def test_the_server_answers_the_same_pixels_on_either_backend(
     make_client: Callable[..., TestClient], method: str
 ) -> None:
